@@ -1,0 +1,75 @@
+# persistent-notebooks: a named tmux session and a Jupyter server kept alive by supervisord
+# under tini, as a non-root user whose uid/gid match the host user's (build args).
+#
+# BASE_IMAGE defaults to debian:trixie-slim; where no registry can be reached,
+# scripts/make-base-image builds it from Debian's packages.
+ARG BASE_IMAGE=debian:trixie-slim
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# The build may sit behind a TLS-intercepting proxy: compose hands the host's CA bundle
+# (CA_BUNDLE) in as the build secret `ca_bundle`. A secret, so it lands in no layer.
+# hadolint ignore=DL3008
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    ca=(); if [ -s /run/secrets/ca_bundle ]; then ca=(-o Acquire::https::CAInfo=/run/secrets/ca_bundle); fi \
+    && apt-get "${ca[@]}" update \
+    && DEBIAN_FRONTEND=noninteractive apt-get "${ca[@]}" install -y --no-install-recommends \
+        ca-certificates less passwd procps python3 python3-venv supervisor tini tmux \
+    && rm -rf /var/lib/apt/lists/* \
+    && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }'
+
+# The notebook environment: exact versions from container/requirements.txt. Its site-packages
+# stay root-owned; with --system-site-packages the user site (PYTHONUSERBASE, in the state
+# volume) is on, so `%pip install` from a notebook works and outlives the container.
+COPY container/requirements.txt /opt/persistent-notebooks/requirements.txt
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    python3 -m venv --system-site-packages /opt/venv \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        -r /opt/persistent-notebooks/requirements.txt
+
+COPY container/supervisord.conf /etc/persistent-notebooks/supervisord.conf
+COPY container/tmux.conf /etc/tmux.conf
+COPY container/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
+COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
+COPY --chmod=0755 container/notebookctl /usr/local/bin/notebookctl
+
+# Last, so that another HOST_UID rebuilds only this small layer. The named volumes are
+# initialised from these folders, with this ownership.
+ARG NB_UID=1000
+ARG NB_GID=1000
+RUN if [ "${NB_UID}" = 0 ] || [ "${NB_GID}" = 0 ]; then \
+        echo "HOST_UID/HOST_GID must not be 0: the notebook user is not root. Set them to your own ids (id -u, id -g)." >&2; exit 1; \
+    fi \
+    && groupadd --non-unique --gid "${NB_GID}" notebook \
+    && useradd --non-unique --uid "${NB_UID}" --gid "${NB_GID}" --create-home --shell /bin/bash notebook \
+    && mkdir -p /workspace /var/lib/persistent-notebooks /home/notebook/.vscode-server \
+    && chown notebook:notebook /workspace /var/lib/persistent-notebooks /home/notebook/.vscode-server
+
+ENV PATH=/opt/venv/bin:$PATH \
+    TMUX_TMPDIR=/var/lib/persistent-notebooks/tmux \
+    JUPYTER_DATA_DIR=/var/lib/persistent-notebooks/jupyter/data \
+    JUPYTER_RUNTIME_DIR=/var/lib/persistent-notebooks/jupyter/runtime \
+    JUPYTER_CONFIG_DIR=/var/lib/persistent-notebooks/jupyter/config \
+    IPYTHONDIR=/var/lib/persistent-notebooks/ipython \
+    PYTHONUSERBASE=/var/lib/persistent-notebooks/python \
+    SSL_CERT_FILE=/var/lib/persistent-notebooks/ca-bundle.pem \
+    REQUESTS_CA_BUNDLE=/var/lib/persistent-notebooks/ca-bundle.pem \
+    PIP_CERT=/var/lib/persistent-notebooks/ca-bundle.pem \
+    CURL_CA_BUNDLE=/var/lib/persistent-notebooks/ca-bundle.pem \
+    NODE_EXTRA_CA_CERTS=/var/lib/persistent-notebooks/ca-bundle.pem \
+    TMUX_SESSION=persistent-notebooks \
+    SHELL=/bin/bash \
+    LANG=C.UTF-8
+
+# Plain "Attach to Running Container" reads this: remote user, extensions, and the tmux
+# session as the default terminal (tasks and debuggers keep plain bash).
+LABEL devcontainer.metadata="[{\"remoteUser\":\"notebook\",\"customizations\":{\"vscode\":{\"extensions\":[\"ms-python.python\",\"ms-toolsai.jupyter\"],\"settings\":{\"terminal.integrated.profiles.linux\":{\"tmux\":{\"path\":\"/usr/local/bin/notebookctl\",\"args\":[\"attach\"],\"icon\":\"terminal-tmux\"},\"bash\":{\"path\":\"/bin/bash\",\"args\":[\"-l\"],\"icon\":\"terminal-bash\"}},\"terminal.integrated.defaultProfile.linux\":\"tmux\",\"terminal.integrated.automationProfile.linux\":{\"path\":\"/bin/bash\"},\"python.defaultInterpreterPath\":\"/opt/venv/bin/python\"}}}}]" \
+      org.opencontainers.image.title="persistent-notebooks"
+
+USER notebook
+WORKDIR /workspace
+EXPOSE 8888
+HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 CMD ["notebookctl", "healthcheck"]
+ENTRYPOINT ["tini", "--", "notebookctl", "entrypoint"]

@@ -1,0 +1,5 @@
+# /etc/profile.d/persistent-notebooks.sh: login shells (tmux windows, VSCode terminals) get the venv.
+case ":$PATH:" in *:/opt/venv/bin:*) ;; *) PATH="/opt/venv/bin:$PATH" ;; esac
+export PATH
+# Shell history outlives the container, in the state volume.
+export HISTFILE=/var/lib/persistent-notebooks/bash_history

@@ -1,0 +1,75 @@
+"""Shared pieces of the host-side helpers in scripts/ (stdlib only: they run before any venv)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICE = "notebooks"
+
+
+class Fail(Exception):
+    """An error for the user; the message says what to do."""
+
+
+def run_main(main: Callable[[], int]) -> None:
+    try:
+        sys.exit(main())
+    except Fail as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def compose_available() -> bool:
+    probe = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.strip().lstrip("v").startswith("2")
+
+
+def compose(*args: str, project: str | None = None, capture: bool = True, check: bool = True,
+            env: dict[str, str] | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run `docker compose` on this checkout's compose.yaml (its .env applies as usual)."""
+    if not compose_available():
+        raise Fail("Docker Compose v2 (`docker compose`) is missing: run scripts/install-compose.")
+    command = ["docker", "compose", "--project-directory", str(REPO), "-f", str(REPO / "compose.yaml")]
+    if project:
+        command += ["-p", project]
+    result = subprocess.run([*command, *args], capture_output=capture, text=True,
+                            env=env if env is not None else os.environ.copy(), timeout=timeout)
+    if check and result.returncode != 0:
+        detail = (result.stderr or "").strip() if capture else ""
+        raise Fail(f"`docker compose {' '.join(args)}` failed ({result.returncode}). {detail}")
+    return result
+
+
+def container_id(project: str | None = None) -> str:
+    cid = compose("ps", "-q", SERVICE, project=project).stdout.strip()
+    if not cid:
+        raise Fail("the stack is not running: start it with `docker compose up -d`.")
+    return cid
+
+
+def published_port(project: str | None = None) -> int:
+    out = compose("port", SERVICE, "8888", project=project).stdout.strip()
+    if not out:
+        raise Fail("port 8888 of the notebooks service is not published; see `docker compose ps`.")
+    return int(out.rsplit(":", 1)[1])
+
+
+def exec_in(args: Sequence[str], project: str | None = None, tty: bool = False) -> subprocess.CompletedProcess:
+    flags = [] if tty else ["-T"]
+    return compose("exec", *flags, SERVICE, *args, project=project, check=False, capture=not tty)
+
+
+def health(project: str | None = None) -> str:
+    cid = container_id(project)
+    out = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", cid],
+                         capture_output=True, text=True, check=True).stdout
+    state = json.loads(out)
+    return (state.get("Health") or {}).get("Status") or state.get("Status", "unknown")
