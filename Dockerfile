@@ -68,7 +68,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 LABEL devcontainer.metadata="[{\"remoteUser\":\"notebook\",\"customizations\":{\"vscode\":{\"extensions\":[\"ms-python.python\",\"ms-toolsai.jupyter\"],\"settings\":{\"terminal.integrated.profiles.linux\":{\"tmux\":{\"path\":\"/usr/local/bin/notebookctl\",\"args\":[\"attach\"],\"icon\":\"terminal-tmux\"},\"bash\":{\"path\":\"/bin/bash\",\"args\":[\"-l\"],\"icon\":\"terminal-bash\"}},\"terminal.integrated.defaultProfile.linux\":\"tmux\",\"terminal.integrated.automationProfile.linux\":{\"path\":\"/bin/bash\"},\"python.defaultInterpreterPath\":\"/opt/venv/bin/python\"}}}}]" \
       org.opencontainers.image.title="persistent-notebooks"
 
-USER notebook
+USER ${NB_UID}:${NB_GID}
 WORKDIR /workspace
 EXPOSE 8888
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 CMD ["notebookctl", "healthcheck"]

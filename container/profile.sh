@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # /etc/profile.d/persistent-notebooks.sh: login shells (tmux windows, VSCode terminals) get the venv.
 case ":$PATH:" in *:/opt/venv/bin:*) ;; *) PATH="/opt/venv/bin:$PATH" ;; esac
 export PATH

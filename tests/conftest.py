@@ -1,0 +1,124 @@
+"""Fixtures: one test image built from this checkout, the main stack (pytest-docker) and extra stacks.
+
+Everything a run makes carries a unique name (image tag, compose projects) and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stack import COMPOSE_FILE, STACK_VARIABLES, Stack
+
+RUN_ID = uuid.uuid4().hex[:8]
+# The notebook user's uid in the tests: the caller's own, or (as root, e.g. in CI) a plain user's.
+TEST_UID = os.getuid() or 1000
+TEST_GID = os.getgid() or 1000
+
+
+def owned_folder(path: Path, uid: int = TEST_UID, gid: int = TEST_GID) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0:
+        os.chown(path, uid, gid)
+    return path
+
+
+@pytest.fixture(scope="session")
+def env_file(tmp_path_factory) -> Path:
+    """An empty env file: stacks see only the variables a test gives, never the user's .env."""
+    path = tmp_path_factory.mktemp("env") / "test.env"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_tags() -> Iterator[list[str]]:
+    """Every image tag the run builds; removed at the end."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def test_image(image_tags, env_file, tmp_path_factory) -> str:
+    """The image built from this checkout under a tag of this run's own."""
+    tag = f"persistent-notebooks:test-{RUN_ID}"
+    image_tags.append(tag)
+    builder = Stack(tmp_path_factory.mktemp("build"), tag, env_file,
+                    HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+    builder.compose("build", timeout=1800)
+    return tag
+
+
+@pytest.fixture
+def make_stack(test_image, env_file, tmp_path) -> Iterator:
+    """Factory of extra stacks for one test; each is brought down with its volumes afterwards."""
+    made: list[Stack] = []
+
+    def make(**variables: str) -> Stack:
+        workspace = owned_folder(tmp_path / f"workspace-{len(made)}")
+        variables = {"HOST_UID": str(TEST_UID), "HOST_GID": str(TEST_GID), **variables}
+        stack = Stack(workspace, variables.pop("NOTEBOOK_IMAGE", test_image), env_file, **variables)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.down()
+
+
+# --- the main stack, through pytest-docker ---------------------------------------------------
+
+@pytest.fixture(scope="session")
+def main_stack_config(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
+    workspace = owned_folder(tmp_path_factory.mktemp("main") / "workspace")
+    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+    # pytest-docker runs compose with this process's environment: give it exactly the stack's.
+    saved = {k: os.environ.get(k) for k in STACK_VARIABLES}
+    for key in STACK_VARIABLES:
+        os.environ.pop(key, None)
+    os.environ.update(stack.variables)
+    yield stack
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command(env_file) -> str:
+    return f"docker compose --env-file {shlex.quote(str(env_file))}"
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(COMPOSE_FILE)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name(main_stack_config) -> str:
+    return main_stack_config.project
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    return ["up -d"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup() -> list[str]:
+    return ["down --volumes --remove-orphans --timeout 30"]
+
+
+@pytest.fixture(scope="session")
+def stack(docker_services, main_stack_config) -> Stack:
+    """The main stack, started once for the session and healthy."""
+    main_stack_config.wait_healthy()
+    return main_stack_config

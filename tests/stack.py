@@ -1,0 +1,169 @@
+"""A compose stack of this repository under its own project name, driven for real (tests, benchmark).
+
+Every wait polls a condition with a deadline and fails with a message that says what was seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "compose.yaml"
+SERVICE = "notebooks"
+# The variables compose.yaml reads; a stack gets exactly the ones it is given (no user .env).
+STACK_VARIABLES = (
+    "COMPOSE_PROJECT_NAME", "NOTEBOOK_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "TMUX_SESSION",
+    "WORKSPACE", "HOST_UID", "HOST_GID", "CA_BUNDLE", "JUPYTER_CULL_IDLE_TIMEOUT",
+    "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "NOTEBOOK_MEMORY_LIMIT", "BASE_IMAGE",
+    "NOTEBOOK_IMAGE",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    """Poll condition() until it returns a truthy value; fail after timeout saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the condition is not met yet; report the last error
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                         + (f" (last error: {last_error})" if last_error else ""))
+
+
+def http_get(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    headers = {"Authorization": f"token {token}"} if token is not None else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class Stack:
+    """One compose project of compose.yaml: its own name, port, workspace, image tag and volumes."""
+
+    def __init__(self, workspace: Path, image: str, env_file: Path, **variables: str) -> None:
+        self.project = f"pntest-{uuid.uuid4().hex[:10]}"
+        self.port = int(variables.pop("NOTEBOOK_PORT", free_port()))
+        self.workspace = workspace
+        self.env_file = env_file
+        self.variables = {
+            "NOTEBOOK_PORT": str(self.port),
+            "WORKSPACE": str(workspace),
+            "NOTEBOOK_IMAGE": image,
+            "TMUX_SESSION": "pytest-session",
+            **variables,
+        }
+
+    # --- compose -----------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
+        env.update(self.variables)
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return ["docker", "compose", "--env-file", str(self.env_file), "-f", str(COMPOSE_FILE),
+                "-p", self.project, *args]
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.command(*args), capture_output=True, text=True,
+                                env=self.environment(), timeout=timeout)
+        if check:
+            assert result.returncode == 0, (
+                f"`docker compose {' '.join(args)}` failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def up(self, check: bool = True) -> subprocess.CompletedProcess:
+        return self.compose("up", "-d", check=check)
+
+    def down(self) -> None:
+        """Remove the project's containers, networks and volumes (never the shared test image)."""
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", SERVICE, check=False).stdout
+
+    def container_id(self) -> str:
+        cid = self.compose("ps", "-a", "-q", SERVICE).stdout.strip()
+        assert cid, f"no container in project {self.project}"
+        return cid
+
+    def inspect(self) -> dict:
+        out = subprocess.run(["docker", "inspect", self.container_id()], capture_output=True,
+                             text=True, check=True).stdout
+        return json.loads(out)[0]
+
+    def exec(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", "exec", self.container_id(), *args], capture_output=True,
+                                text=True, timeout=timeout)
+        if check:
+            assert result.returncode == 0, (
+                f"`{' '.join(args)}` in the container failed ({result.returncode}): "
+                f"{result.stdout}{result.stderr}")
+        return result
+
+    # --- state -------------------------------------------------------------------------------
+
+    def health(self) -> str:
+        state = self.inspect()["State"]
+        return (state.get("Health") or {}).get("Status", state["Status"])
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        def healthy():
+            status = self.health()
+            if status == "unhealthy":
+                raise AssertionError(f"container turned unhealthy:\n{self.logs()[-3000:]}")
+            return status == "healthy"
+        try:
+            wait_for(healthy, timeout, f"{self.project} to be healthy", interval=0.25)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nlogs:\n{self.logs()[-3000:]}") from None
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> str:
+        return wait_for(lambda: text in (logs := self.logs()) and logs, timeout,
+                        f"{text!r} in the logs of {self.project}", interval=0.25)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self) -> str:
+        return self.exec("notebookctl", "token").stdout.strip()
+
+    def url(self) -> str:
+        """What scripts/url prints for this stack (the user's own command, run on the host)."""
+        result = subprocess.run(["python3", str(REPO / "scripts/url"), "-p", self.project],
+                                capture_output=True, text=True, env=self.environment(), timeout=60)
+        assert result.returncode == 0, f"scripts/url failed: {result.stderr}"
+        return result.stdout.strip()
+
+    def api_status(self, token: str | None) -> int:
+        return http_get(f"{self.base_url}/api/status", token)[0]
+
+    def wait_api(self, token: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.api_status(token) == 200, timeout, f"{self.base_url}/api/status to answer 200")
+
+    def session_exists(self, name: str | None = None) -> bool:
+        name = name or self.variables["TMUX_SESSION"]
+        return self.exec("tmux", "-N", "has-session", "-t", f"={name}", check=False).returncode == 0

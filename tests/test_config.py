@@ -1,0 +1,95 @@
+"""Static checks: devcontainer.json against the official schema, compose.yaml, and lint."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from stack import COMPOSE_FILE, REPO
+
+SCHEMA = REPO.parent / "shared" / "schemas" / "devContainer.base.schema.json"
+DEVCONTAINER = REPO / ".devcontainer" / "devcontainer.json"
+
+
+def load_jsonc(text: str) -> object:
+    """JSON with comments and trailing commas, as VSCode reads devcontainer.json."""
+    text = re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', lambda m: m.group(1) or "", text, flags=re.S)
+    text = re.sub(r'("(?:\\.|[^"\\])*")|,(\s*[}\]])', lambda m: m.group(1) or m.group(2), text)
+    return json.loads(text)
+
+
+def test_devcontainer_passes_the_official_schema():
+    """devcontainer.json should pass the official schema and name a compose file and service that exist."""
+    if not SCHEMA.is_file():
+        pytest.skip(f"the official schema is not at {SCHEMA}")
+    config = load_jsonc(DEVCONTAINER.read_text())
+    schema = json.loads(SCHEMA.read_text())
+    errors = list(jsonschema.Draft201909Validator(schema).iter_errors(config))
+    assert not errors, "\n".join(e.message for e in errors)
+    files = config["dockerComposeFile"]
+    for name in [files] if isinstance(files, str) else files:
+        assert (DEVCONTAINER.parent / name).resolve() == COMPOSE_FILE, name
+    compose = json.loads(subprocess.run(
+        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True, text=True, check=True).stdout)
+    assert config["service"] in compose["services"]
+    assert config["shutdownAction"] == "none" and config["workspaceFolder"] == "/workspace"
+    assert compose["name"] == "persistent-notebooks", "the project name must be pinned for VSCode"
+
+
+def test_image_metadata_label_matches_devcontainer():
+    """The image's devcontainer.metadata label should carry the same user, extensions and terminals."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    raw = re.search(r'devcontainer\.metadata="((?:\\.|[^"\\])*)"', dockerfile).group(1)
+    (label,) = json.loads(raw.replace('\\"', '"'))
+    config = load_jsonc(DEVCONTAINER.read_text())
+    assert label["remoteUser"] == config["remoteUser"]
+    assert label["customizations"] == config["customizations"]
+    settings = label["customizations"]["vscode"]["settings"]
+    assert settings["terminal.integrated.defaultProfile.linux"] == "tmux"
+    assert settings["terminal.integrated.automationProfile.linux"]["path"] == "/bin/bash"
+
+
+def test_compose_config_is_accepted_with_no_configuration():
+    """`docker compose config` should accept compose.yaml with no .env and safe defaults."""
+    result = subprocess.run(["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE),
+                             "config", "--format", "json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    service = json.loads(result.stdout)["services"]["notebooks"]
+    assert [(p["host_ip"], p["published"]) for p in service["ports"]] == [("127.0.0.1", "8888")]
+    assert service["restart"] == "unless-stopped"
+    assert "JUPYTER_TOKEN" not in {k for k, v in service["environment"].items() if v is not None}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is not installed (scripts/test installs it from tests/requirements.txt)"
+    return found
+
+
+def python_files() -> list[str]:
+    scripts = [p for p in (REPO / "scripts").iterdir()
+               if p.is_file() and p.read_text().startswith("#!/usr/bin/env python3")]
+    return [str(p) for p in [REPO / "container" / "notebookctl", *scripts]]
+
+
+def test_lint_python():
+    """ruff should find nothing in the Python code, extension-less programs included."""
+    result = subprocess.run([tool("ruff"), "check", str(REPO), *python_files()], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lint_dockerfile_and_shell():
+    """hadolint should pass the Dockerfile and shellcheck the shell scripts."""
+    command = [tool("hadolint"), "--no-color", str(REPO / "Dockerfile")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shell = [str(p) for p in [REPO / ".ci" / "run", REPO / "container" / "profile.sh"]]
+    result = subprocess.run([tool("shellcheck"), *shell], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
