@@ -71,5 +71,5 @@ LABEL devcontainer.metadata="[{\"remoteUser\":\"notebook\",\"customizations\":{\
 USER ${NB_UID}:${NB_GID}
 WORKDIR /workspace
 EXPOSE 8888
-HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 CMD ["notebookctl", "healthcheck"]
+HEALTHCHECK --interval=3s --timeout=5s --start-period=60s --retries=3 CMD ["notebookctl", "healthcheck"]
 ENTRYPOINT ["tini", "--", "notebookctl", "entrypoint"]

@@ -45,6 +45,18 @@ def test_unwritable_workspace_is_refused(make_stack, tmp_path):
         stack.workspace.chmod(0o755)
 
 
+def test_root_owned_custom_workspace_is_refused_not_chowned(make_stack):
+    """A WORKSPACE the user named that belongs to root should be refused, never chowned."""
+    import os
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to make a root-owned folder")
+    stack = make_stack()
+    os.chown(stack.workspace, 0, 0)
+    refused(stack, "not writable", "belongs to uid 0")
+    assert stack.workspace.stat().st_uid == 0, "the custom workspace was chowned"
+
+
 def test_missing_workspace_is_refused(make_stack, tmp_path):
     """`up` should refuse a WORKSPACE that does not exist instead of making a root-owned folder."""
     missing = tmp_path / "no-such-folder"

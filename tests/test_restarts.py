@@ -19,6 +19,7 @@ def test_url_survives_restart_and_recreate(make_stack, given_token):
         assert token == given_token
     (stack.workspace / "notes.txt").write_text("kept\n")
     first_container = stack.container_id()
+    stack.exec("sh", "-c", 'mkdir -p "$PYTHONUSERBASE" && echo kept > "$PYTHONUSERBASE/marker"')
 
     stack.compose("restart")
     stack.wait_healthy()
@@ -31,6 +32,8 @@ def test_url_survives_restart_and_recreate(make_stack, given_token):
     assert stack.url() == url, "the URL changed across `docker compose down` + `up`"
     assert stack.api_status(token) == 200
     assert (stack.workspace / "notes.txt").read_text() == "kept\n"
+    kept = stack.exec("sh", "-c", 'cat "$PYTHONUSERBASE/marker"', check=False).stdout
+    assert kept == "kept\n", "the state volume (pip --user packages) was not kept"
 
 
 def test_other_host_uid_owns_the_files(make_stack, image_tags, test_image):

@@ -146,7 +146,7 @@ def test_security_defaults(stack: Stack, test_image: str):
     published = info["NetworkSettings"]["Ports"]["8888/tcp"]
     assert {b["HostIp"] for b in published} == {"127.0.0.1"}, published
     assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"]
-    assert info["HostConfig"]["CapDrop"] == ["ALL"] or "ALL" in info["HostConfig"]["CapDrop"]
+    assert "ALL" in info["HostConfig"]["CapDrop"] and not info["HostConfig"]["CapAdd"], info["HostConfig"]
     assert info["Config"]["User"] == f"{stack.variables['HOST_UID']}:{stack.variables['HOST_GID']}"
 
     # Every process, tmux and Jupyter included, runs as the notebook user.
