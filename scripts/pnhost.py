@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = "notebooks"
+VENV = REPO / ".venv"
+REQUIREMENTS = REPO / "tests" / "requirements.txt"
 
 
 class Fail(Exception):
@@ -73,3 +76,28 @@ def health(project: str | None = None) -> str:
                          capture_output=True, text=True, check=True).stdout
     state = json.loads(out)
     return (state.get("Health") or {}).get("Status") or state.get("Status", "unknown")
+
+
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def ensure_venv() -> Path:
+    python = VENV / "bin" / "python"
+    stamp = VENV / ".requirements.sha256"
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    if not python.exists():
+        step(f"creating {VENV}")
+        made = subprocess.run([sys.executable, "-m", "venv", str(VENV)], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise Fail(f"could not make a venv ({made.stderr.strip()}). On Debian/Ubuntu: "
+                       "`sudo apt-get install python3-venv`.")
+    step(f"installing {REQUIREMENTS.relative_to(REPO)}")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-r", str(REQUIREMENTS)], check=True)
+    stamp.write_text(wanted)
+    return python

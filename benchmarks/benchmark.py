@@ -1,0 +1,341 @@
+"""What the persistent stack costs, measured beside the floor: the same image running only `jupyter server`.
+
+Prints a table and writes the same figures as JSON. Every timing is the median of several runs
+with min and max. Run it through scripts/benchmark (which provides the venv); --quick does one
+short pass of each part (the test suite runs that, so the benchmark cannot rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import docker  # noqa: E402
+from kernelclient import KernelConnection, api, start_kernel  # noqa: E402
+from stack import REPO, Stack, free_port, http_get, wait_for  # noqa: E402
+
+MIB = 2**20
+FLOOR_ARGS = ["server", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8888", "--ServerApp.port_retries=0",
+              "--ServerApp.open_browser=False", "--ServerApp.root_dir=/tmp"]
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def status_or_zero(url: str, token: str) -> int:
+    try:
+        return http_get(url, token, timeout=2)[0]
+    except OSError:
+        return 0
+
+
+def first_200(base_url: str, token: str, started: float, timeout: float = 120) -> float:
+    wait_for(lambda: http_get(f"{base_url}/api/status", token, timeout=2)[0] == 200, timeout,
+             f"{base_url} to answer", interval=0.02)
+    return time.monotonic() - started
+
+
+class Floor:
+    """The same image with only the Jupyter server: no tini, supervisord, tmux or healthcheck."""
+
+    def __init__(self, client: docker.DockerClient, image: str) -> None:
+        self.token = secrets.token_hex(24)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.started = time.monotonic()
+        self.container = client.containers.run(
+            image, FLOOR_ARGS, entrypoint=["jupyter"], detach=True, healthcheck={"test": ["NONE"]},
+            environment={"JUPYTER_TOKEN": self.token}, ports={"8888/tcp": ("127.0.0.1", self.port)},
+            labels={"persistent-notebooks.benchmark": "floor"},
+        )
+
+    def remove(self) -> None:
+        self.container.remove(force=True, v=True)
+
+
+def container_memory(container) -> float:
+    """Memory the cgroup holds, less reclaimable file cache (as `docker stats` counts it), MiB."""
+    stats = container.stats(stream=False)["memory_stats"]
+    inner = stats.get("stats", {})
+    cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
+    return (stats["usage"] - cache) / MIB
+
+
+PROCESS_MEMORY = r"""
+import os
+for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode().strip()
+        rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+        pss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/smaps_rollup") if l.startswith("Pss:"))
+    except (OSError, StopIteration):
+        continue
+    if cmd and os.getpid() != pid:
+        print(f"{rss}\t{pss}\t{cmd}")
+"""
+
+
+def process_label(cmd: str) -> str:
+    for needle, label in (("supervisord", "supervisord"), ("tmux -D", "tmux server"),
+                          ("tmux -N -C", "tmux session keeper"), ("jupyter-server", "jupyter server"),
+                          ("ipykernel_launcher", "kernel"), ("tini", "tini"), ("bash", "bash in tmux")):
+        if needle in cmd:
+            return label
+    return cmd[:40]
+
+
+def process_memory(container) -> dict[str, dict]:
+    out = container.exec_run(["python3", "-c", PROCESS_MEMORY]).output.decode()
+    result: dict[str, dict] = {}
+    for line in out.splitlines():
+        rss, pss, cmd = line.split("\t", 2)
+        entry = result.setdefault(process_label(cmd), {"rss_mib": 0.0, "pss_mib": 0.0, "count": 0})
+        entry["rss_mib"] += int(rss) / 1024
+        entry["pss_mib"] += int(pss) / 1024
+        entry["count"] += 1
+    return result
+
+
+def ready_kernel(base_url: str, token: str) -> str:
+    """Start a kernel and run one statement in it, so it is fully up; then leave it idle."""
+    kernel_id = start_kernel(base_url, token)
+    with KernelConnection(base_url, token, kernel_id, timeout=120) as connection:
+        connection.execute("1")
+    return kernel_id
+
+
+def reconnects(base_url: str, token: str, kernel_id: str, tries: int) -> list[float]:
+    times = []
+    for _ in range(tries):
+        started = time.monotonic()
+        with KernelConnection(base_url, token, kernel_id) as connection:
+            connection.execute("1")
+        times.append(time.monotonic() - started)
+    return times
+
+
+def throughput(base_url: str, token: str, kernel_id: str, seconds: float) -> float:
+    with KernelConnection(base_url, token, kernel_id) as connection:
+        count, started = 0, time.monotonic()
+        while time.monotonic() - started < seconds:
+            connection.execute("pass")
+            count += 1
+        return count / (time.monotonic() - started)
+
+
+TMUX_HEAL = r"""
+import subprocess, sys, time
+name = sys.argv[1]
+subprocess.run(["tmux", "-N", "kill-server"])
+t = time.monotonic()
+while subprocess.run(["tmux", "-N", "has-session", "-t", "=" + name], capture_output=True).returncode:
+    time.sleep(0.01)
+print(time.monotonic() - t)
+"""
+
+
+def image_sizes(client: docker.DockerClient, image: str, base: str) -> dict:
+    """Uncompressed size, and the layers attributed to base, Debian packages, venv and the rest."""
+    history = client.api.history(image)  # newest first; the base image's own layers come last
+    own = history[: len(history) - len(client.api.history(base))]
+    groups = {"base image": client.images.get(base).attrs["Size"], "debian packages": 0, "python venv": 0,
+              "project files and user": 0}
+    for layer in own:
+        created = layer.get("CreatedBy", "")
+        key = ("debian packages" if "apt-get" in created else
+               "python venv" if "pip install" in created else "project files and user")
+        groups[key] += layer["Size"]
+    total = client.images.get(image).attrs["Size"]
+    return {"total_mb": total / 1e6, **{f"{k}_mb": v / 1e6 for k, v in groups.items()}}
+
+
+def run(args: argparse.Namespace) -> dict:
+    client = docker.from_env()
+    runs = 1 if args.quick else args.runs
+    tries = 3 if args.quick else 20
+    env_file = Path(tempfile.mkstemp(prefix="bench-", suffix=".env")[1])
+    workspace = Path(tempfile.mkdtemp(prefix="bench-workspace-"))
+    if os.getuid() == 0:
+        os.chown(workspace, 1000, 1000)
+    uid = str(os.getuid() or 1000)
+    image = args.image
+    results: dict = {"quick": args.quick, "machine": {
+        "platform": platform.platform(), "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "docker": client.version()["Version"]}}
+    stacks: list[Stack] = []
+    floors: list[Floor] = []
+
+    def new_stack() -> Stack:
+        stack = Stack(workspace, image, env_file, HOST_UID=uid, HOST_GID=uid, TMUX_SESSION="bench")
+        stacks.append(stack)
+        return stack
+
+    try:
+        if image is None:
+            image = "persistent-notebooks:benchmark"
+            progress("building the image (cached layers are reused)")
+            Stack(workspace, image, env_file, HOST_UID=uid, HOST_GID=uid).compose("build", timeout=1800)
+
+        # 1. start-up
+        up_healthy, up_200, floor_200 = [], [], []
+        for i in range(runs):
+            progress(f"start-up {i + 1}/{runs}: stack")
+            stack = new_stack()
+            started = time.monotonic()
+            stack.up()
+            token = stack.token()
+            up_200.append(first_200(stack.base_url, token, started))
+            stack.wait_healthy()
+            up_healthy.append(time.monotonic() - started)
+            if i < runs - 1:
+                stack.down()
+            progress(f"start-up {i + 1}/{runs}: floor")
+            floor = Floor(client, image)
+            floor_200.append(first_200(floor.base_url, floor.token, floor.started))
+            if i < runs - 1:
+                floor.remove()
+            else:
+                floors.append(floor)
+        results["startup_s"] = {"stack_to_healthy": summary(up_healthy), "stack_to_first_200": summary(up_200),
+                                "floor_to_first_200": summary(floor_200),
+                                "ratio_first_200": statistics.median(up_200) / statistics.median(floor_200)}
+        stack, floor = stacks[-1], floors[-1]
+        token = stack.token()
+        stack_container = client.containers.get(stack.container_id())
+
+        # 2. idle memory
+        progress("idle memory")
+        time.sleep(3)  # let start-up garbage settle before reading memory (a fixed pause, not a wait)
+        processes = process_memory(stack_container)
+        besides = sum(v["pss_mib"] for k, v in processes.items() if k not in ("jupyter server", "kernel"))
+        besides_rss = sum(v["rss_mib"] for k, v in processes.items() if k not in ("jupyter server", "kernel"))
+        memory = {"stack_container_mib": container_memory(stack_container),
+                  "floor_container_mib": container_memory(floor.container),
+                  "processes": processes, "besides_jupyter_pss_mib": besides,
+                  "besides_jupyter_rss_mib": besides_rss, "with_kernels_mib": {}}
+        kernel_ids: list[str] = []
+        for count in ([1] if args.quick else [1, 10, 20]):
+            progress(f"memory with {count} idle kernel(s)")
+            while len(kernel_ids) < count:
+                kernel_ids.append(ready_kernel(stack.base_url, token))
+            memory["with_kernels_mib"][str(count)] = container_memory(stack_container)
+        top = max(int(k) for k in memory["with_kernels_mib"])
+        memory["per_kernel_mib"] = (memory["with_kernels_mib"][str(top)] - memory["stack_container_mib"]) / top
+        results["memory"] = memory
+
+        # 3. reconnect and 4. throughput, on one kernel each side
+        progress(f"reconnect x{tries}, stack and floor")
+        floor_kernel = ready_kernel(floor.base_url, floor.token)
+        stack_times = reconnects(stack.base_url, token, kernel_ids[0], tries)
+        floor_times = reconnects(floor.base_url, floor.token, floor_kernel, tries)
+        results["reconnect_s"] = {"stack": summary(stack_times), "floor": summary(floor_times),
+                                  "ratio": statistics.median(stack_times) / statistics.median(floor_times)}
+        seconds = 2 if args.quick else 10
+        progress(f"throughput {seconds} s, stack and floor")
+        stack_rate = throughput(stack.base_url, token, kernel_ids[0], seconds)
+        floor_rate = throughput(floor.base_url, floor.token, floor_kernel, seconds)
+        results["throughput_exec_per_s"] = {"stack": stack_rate, "floor": floor_rate, "ratio": stack_rate / floor_rate}
+        for kernel_id in kernel_ids:
+            api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
+        # 5. healing
+        jupyter_heal, tmux_heal = [], []
+        for i in range(runs):
+            progress(f"healing {i + 1}/{runs}")
+            pid = stack.exec("supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "pid",
+                             "jupyter").stdout.strip()
+            started = time.monotonic()
+            stack.exec("kill", "-KILL", pid)
+            wait_for(lambda: status_or_zero(f"{stack.base_url}/api/status", token) != 200, 10,
+                     "the killed server to stop answering", interval=0.01)
+            jupyter_heal.append(first_200(stack.base_url, token, started))
+            tmux_heal.append(float(stack.exec("python3", "-c", TMUX_HEAL, "bench").stdout))
+        results["healing_s"] = {"jupyter_killed_to_200": summary(jupyter_heal),
+                                "tmux_killed_to_session": summary(tmux_heal)}
+
+        # 6. image size
+        results["image"] = image_sizes(client, image, args.base_image)
+    finally:
+        progress("cleaning up")
+        for stack in stacks:
+            stack.down()
+        for floor in floors:
+            floor.remove()
+        if args.image is None and not args.keep_image:
+            subprocess.run(["docker", "image", "rm", "persistent-notebooks:benchmark"], capture_output=True)
+        env_file.unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", str(workspace)])
+    return results
+
+
+def fmt(s: dict, unit: str = "s") -> str:
+    return f"{s['median']:.3f} {unit} (min {s['min']:.3f}, max {s['max']:.3f}, n={s['n']})"
+
+
+def table(r: dict) -> str:
+    m, mem = r["machine"], r["memory"]
+    lines = [
+        f"persistent-notebooks benchmark{' (--quick)' if r['quick'] else ''}",
+        f"machine: {m['platform']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, Docker {m['docker']}",
+        "",
+        "| measure | stack | floor (bare jupyter server) | ratio |",
+        "|---|---|---|---|",
+        f"| start-up to first 200 | {fmt(r['startup_s']['stack_to_first_200'])} | "
+        f"{fmt(r['startup_s']['floor_to_first_200'])} | {r['startup_s']['ratio_first_200']:.2f} |",
+        f"| start-up to healthy | {fmt(r['startup_s']['stack_to_healthy'])} | | |",
+        f"| idle container memory | {mem['stack_container_mib']:.1f} MiB | {mem['floor_container_mib']:.1f} MiB | "
+        f"{mem['stack_container_mib'] / mem['floor_container_mib']:.2f} |",
+        f"| everything besides Jupyter (PSS / RSS) | {mem['besides_jupyter_pss_mib']:.1f} / "
+        f"{mem['besides_jupyter_rss_mib']:.1f} MiB | 0 | |",
+        *[f"| container with {n} idle kernel(s) | {v:.1f} MiB | | |" for n, v in mem["with_kernels_mib"].items()],
+        f"| one idle kernel | {mem['per_kernel_mib']:.1f} MiB | | |",
+        f"| reconnect + trivial execute | {fmt(r['reconnect_s']['stack'])} | {fmt(r['reconnect_s']['floor'])} | "
+        f"{r['reconnect_s']['ratio']:.2f} |",
+        f"| executions per second, one websocket | {r['throughput_exec_per_s']['stack']:.0f} | "
+        f"{r['throughput_exec_per_s']['floor']:.0f} | {r['throughput_exec_per_s']['ratio']:.2f} |",
+        f"| heal: Jupyter killed -> API 200 | {fmt(r['healing_s']['jupyter_killed_to_200'])} | | |",
+        f"| heal: tmux killed -> session back | {fmt(r['healing_s']['tmux_killed_to_session'])} | | |",
+        f"| image size (uncompressed) | {r['image']['total_mb']:.0f} MB | | |",
+        "",
+        "per process, idle (PSS / RSS MiB): " + ", ".join(
+            f"{k} {v['pss_mib']:.1f} / {v['rss_mib']:.1f}" + (f" x{v['count']}" if v["count"] > 1 else "")
+            for k, v in mem["processes"].items()),
+        "image layers (MB): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in r["image"].items() if k != "total_mb"),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short pass of each part")
+    parser.add_argument("--runs", type=int, default=5, help="runs per timing (default 5)")
+    parser.add_argument("--image", help="benchmark this image instead of building one")
+    parser.add_argument("--base-image", default="debian:trixie-slim", help="the image's base, for layer sizes")
+    parser.add_argument("--keep-image", action="store_true", help="keep the image the benchmark built")
+    parser.add_argument("--json", default=str(REPO / "benchmark-results.json"), help="where to write the JSON")
+    args = parser.parse_args()
+    results = run(args)
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\n(JSON: {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The benchmark's --quick mode runs end to end, so that it cannot rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from stack import REPO
+
+
+@pytest.mark.benchmark
+def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
+    """Benchmark --quick should run against the test image and report every section with figures."""
+    out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--quick",
+                             "--image", test_image, "--json", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| start-up to first 200 |" in result.stdout, result.stdout
+    figures = json.loads(out.read_text())
+    for section in ("startup_s", "memory", "reconnect_s", "throughput_exec_per_s", "healing_s", "image"):
+        assert section in figures, f"{section} missing from the results"
+    assert figures["startup_s"]["stack_to_first_200"]["median"] > 0
+    assert figures["startup_s"]["floor_to_first_200"]["median"] > 0
+    assert figures["memory"]["per_kernel_mib"] > 0
+    assert figures["memory"]["processes"]["supervisord"]["count"] == 1
+    assert figures["throughput_exec_per_s"]["stack"] > 0 and figures["throughput_exec_per_s"]["floor"] > 0
+    assert figures["image"]["total_mb"] > figures["image"]["python venv_mb"] > 0
+    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=persistent-notebooks.benchmark"],
+                               capture_output=True, text=True).stdout.strip()
+    assert not leftovers, f"the benchmark left containers behind: {leftovers}"
