@@ -15,9 +15,18 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     ca=(); if [ -s /run/secrets/ca_bundle ]; then ca=(-o Acquire::https::CAInfo=/run/secrets/ca_bundle); fi \
     && apt-get "${ca[@]}" update \
     && DEBIAN_FRONTEND=noninteractive apt-get "${ca[@]}" install -y --no-install-recommends \
-        ca-certificates less passwd procps python3 python3-venv supervisor tini tmux \
+        ca-certificates less passwd procps python3 python3-venv tini tmux \
     && rm -rf /var/lib/apt/lists/* \
     && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }'
+
+# supervisord in a venv of its own, its version pinned in container/requirements-supervisor.txt.
+COPY container/requirements-supervisor.txt /opt/persistent-notebooks/requirements-supervisor.txt
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    python3 -m venv /opt/supervisor \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/supervisor/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        -r /opt/persistent-notebooks/requirements-supervisor.txt \
+    && ln -s /opt/supervisor/bin/supervisord /opt/supervisor/bin/supervisorctl /usr/local/bin/
 
 # The notebook environment: exact versions from container/requirements.txt. Its site-packages
 # stay root-owned; with --system-site-packages the user site (PYTHONUSERBASE, in the state
@@ -26,7 +35,7 @@ COPY container/requirements.txt /opt/persistent-notebooks/requirements.txt
 RUN --mount=type=secret,id=ca_bundle,required=false \
     python3 -m venv --system-site-packages /opt/venv \
     && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         -r /opt/persistent-notebooks/requirements.txt
 
 COPY container/supervisord.conf /etc/persistent-notebooks/supervisord.conf
