@@ -10,6 +10,7 @@ separate client process (tests/test_kernel_persistence.py runs two):
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 import urllib.request
@@ -50,6 +51,7 @@ class KernelConnection:
         self.ws = websocket.create_connection(
             f"{ws_url}/api/kernels/{kernel_id}/channels?session_id={self.session}",
             header=[f"Authorization: token {token}"], timeout=timeout,
+            sockopt=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # no Nagle delay on small messages
         )
         self.timeout = timeout
 

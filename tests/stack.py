@@ -5,7 +5,6 @@ Every wait polls a condition with a deadline and fails with a message that says 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -14,6 +13,8 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+import docker
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -25,6 +26,17 @@ STACK_VARIABLES = (
     "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "NOTEBOOK_MEMORY_LIMIT", "BASE_IMAGE",
     "NOTEBOOK_IMAGE",
 )
+
+
+_docker: docker.DockerClient | None = None
+
+
+def docker_client() -> docker.DockerClient:
+    """The Docker SDK client used for inspection (the API version is negotiated with the engine)."""
+    global _docker
+    if _docker is None:
+        _docker = docker.from_env()
+    return _docker
 
 
 def free_port() -> int:
@@ -110,9 +122,7 @@ class Stack:
         return cid
 
     def inspect(self) -> dict:
-        out = subprocess.run(["docker", "inspect", self.container_id()], capture_output=True,
-                             text=True, check=True).stdout
-        return json.loads(out)[0]
+        return docker_client().containers.get(self.container_id()).attrs
 
     def exec(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         result = subprocess.run(["docker", "exec", self.container_id(), *args], capture_output=True,

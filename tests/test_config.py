@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -65,6 +66,29 @@ def test_compose_config_is_accepted_with_no_configuration():
     assert [(p["host_ip"], p["published"]) for p in service["ports"]] == [("127.0.0.1", "8888")]
     assert service["restart"] == "unless-stopped"
     assert "JUPYTER_TOKEN" not in {k for k, v in service["environment"].items() if v is not None}
+
+
+def test_stop_grace_period_outlasts_supervisord():
+    """Compose's stop grace period should be longer than supervisord's stop waits, added up."""
+    conf = (REPO / "container" / "supervisord.conf").read_text()
+    waits = [int(w) for w in re.findall(r"^stopwaitsecs=(\d+)", conf, re.M)]
+    assert len(waits) == conf.count("[program:"), "every program should set stopwaitsecs"
+    compose = json.loads(subprocess.run(
+        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True, text=True, check=True).stdout)
+    grace = compose["services"]["notebooks"]["stop_grace_period"]
+    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1)) if isinstance(grace, str) else int(grace) / 1e9
+    assert seconds > sum(waits), f"stop_grace_period {grace} <= {sum(waits)} s of supervisord waits"
+
+
+def test_memory_limit_is_optional_and_applies():
+    """NOTEBOOK_MEMORY_LIMIT should be off by default and become the container's memory limit when set."""
+    def config(env: dict[str, str]) -> dict:
+        return json.loads(subprocess.run(
+            ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+            capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout)["services"]["notebooks"]
+    assert not config({}).get("mem_limit")
+    assert int(config({"NOTEBOOK_MEMORY_LIMIT": "2g"})["mem_limit"]) == 2 * 2**30
 
 
 def tool(name: str) -> str:

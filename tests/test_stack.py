@@ -6,11 +6,10 @@ import json
 import os
 import pty
 import select
-import subprocess
 import time
 import uuid
 
-from stack import Stack, http_get, wait_for
+from stack import Stack, docker_client, http_get, wait_for
 
 SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
 
@@ -22,6 +21,9 @@ def test_stack_turns_healthy(stack: Stack):
     for program in ("tmux ", "tmux-session ", "jupyter "):
         line = next((ln for ln in status.splitlines() if ln.startswith(program)), "")
         assert "RUNNING" in line, f"supervisord program {program.strip()!r} is not running:\n{status}"
+    logs = stack.logs()
+    for line in ("spawned: 'jupyter'", "Jupyter Server", "created tmux session"):
+        assert line in logs, f"{line!r} is not in `docker compose logs`"
 
 
 def test_jupyter_requires_the_token(stack: Stack):
@@ -157,10 +159,8 @@ def test_security_defaults(stack: Stack, test_image: str):
     assert "tmux" in commands and "jupyter" in commands, commands
 
     token = stack.token()
-    image = subprocess.run(["docker", "image", "inspect", test_image], capture_output=True,
-                           text=True, check=True).stdout
-    history = subprocess.run(["docker", "history", "--no-trunc", test_image], capture_output=True,
-                             text=True, check=True).stdout
+    image = json.dumps(docker_client().images.get(test_image).attrs)
+    history = json.dumps(docker_client().api.history(test_image))
     assert token not in image and token not in history, "the token is in the image"
     assert "JUPYTER_TOKEN=" not in image, "the image sets a token"
     # The generated token is readable by its owner only.

@@ -1,0 +1,26 @@
+"""Kernel culling: off by default (the point is persistence), and it works when configured."""
+
+from __future__ import annotations
+
+from kernelclient import KernelConnection, list_kernels, start_kernel
+from stack import Stack, wait_for
+
+
+def test_idle_kernels_are_culled_when_configured(make_stack):
+    """With JUPYTER_CULL_IDLE_TIMEOUT set, an idle kernel should be shut down by the server."""
+    stack: Stack = make_stack(JUPYTER_CULL_IDLE_TIMEOUT="2", JUPYTER_CULL_INTERVAL="1")
+    stack.up()
+    stack.wait_healthy()
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    with KernelConnection(stack.base_url, token, kernel_id) as connection:
+        assert connection.execute("print(1)")["stdout"] == "1\n"
+    wait_for(lambda: all(k["id"] != kernel_id for k in list_kernels(stack.base_url, token)), 60,
+             "the idle kernel to be culled")
+
+
+def test_culling_is_off_by_default(stack: Stack):
+    """The stack should run with culling off unless JUPYTER_CULL_IDLE_TIMEOUT is set."""
+    pid = stack.exec("supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "pid", "jupyter").stdout
+    environ = stack.exec("cat", f"/proc/{pid.strip()}/environ").stdout.split("\0")
+    assert "JUPYTER_CULL_IDLE_TIMEOUT=0" in environ, [e for e in environ if e.startswith("JUPYTER_CULL")]
