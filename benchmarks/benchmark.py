@@ -85,7 +85,8 @@ for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
 
 def process_label(cmd: str) -> str:
     for needle, label in (("notebookctl healthcheck", "healthcheck probe"), ("supervisord", "supervisord"),
-                          ("tmux -D", "tmux server"), ("tmux -N -C", "tmux session keeper"), ("jupyter-server", "jupyter server"),
+                          ("tmux -D", "tmux server"), ("tmux -N -C", "tmux session keeper"),
+                          ("jupyter-server", "jupyter server"),
                           ("ipykernel_launcher", "kernel"), ("tini", "tini"), ("bash", "bash in tmux")):
         if needle in cmd:
             return label
