@@ -61,10 +61,11 @@ def make_stack(test_image, env_file, tmp_path) -> Iterator:
     """Factory of extra stacks for one test; each is brought down with its volumes afterwards."""
     made: list[Stack] = []
 
-    def make(**variables: str) -> Stack:
+    def make(**variables) -> Stack:
         workspace = owned_folder(tmp_path / f"workspace-{len(made)}")
         variables = {"HOST_UID": str(TEST_UID), "HOST_GID": str(TEST_GID), **variables}
-        stack = Stack(workspace, variables.pop("NOTEBOOK_IMAGE", test_image), env_file, **variables)
+        override = variables.pop("override", None)
+        stack = Stack(workspace, variables.pop("NOTEBOOK_IMAGE", test_image), env_file, override, **variables)
         made.append(stack)
         return stack
 

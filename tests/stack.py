@@ -74,7 +74,9 @@ def http_get(url: str, token: str | None = None, timeout: float = 5) -> tuple[in
 class Stack:
     """One compose project of compose.yaml: its own name, port, workspace, image tag and volumes."""
 
-    def __init__(self, workspace: Path, image: str, env_file: Path, **variables: str) -> None:
+    def __init__(self, workspace: Path, image: str, env_file: Path, override: Path | None = None,
+                 **variables: str) -> None:
+        self.override = override  # an extra compose file, as a user's compose.override.yaml would be
         self.project = f"pntest-{uuid.uuid4().hex[:10]}"
         self.port = int(variables.pop("NOTEBOOK_PORT", free_port()))
         self.workspace = workspace
@@ -95,8 +97,9 @@ class Stack:
         return env
 
     def command(self, *args: str) -> list[str]:
-        return ["docker", "compose", "--env-file", str(self.env_file), "-f", str(COMPOSE_FILE),
-                "-p", self.project, *args]
+        files = [COMPOSE_FILE, *([self.override] if self.override else [])]
+        return ["docker", "compose", "--env-file", str(self.env_file),
+                *[arg for f in files for arg in ("-f", str(f))], "-p", self.project, *args]
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         result = subprocess.run(self.command(*args), capture_output=True, text=True,

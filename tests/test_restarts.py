@@ -36,6 +36,25 @@ def test_url_survives_restart_and_recreate(make_stack, given_token):
     assert kept == "kept\n", "the state volume (pip --user packages) was not kept"
 
 
+def test_token_from_a_docker_secret(make_stack, tmp_path):
+    """A token given as a Docker secret (/run/secrets/jupyter_token) should be the server's token."""
+    secret = tmp_path / "jupyter_token"
+    secret.write_text("token-from-a-docker-secret-0123456789\n")
+    secret.chmod(0o644)
+    override = tmp_path / "compose.override.yaml"
+    override.write_text(
+        "services:\n  notebooks:\n    secrets: [ca_bundle, jupyter_token]\n"
+        f"secrets:\n  jupyter_token:\n    file: {secret}\n"
+    )
+    stack: Stack = make_stack(override=override)
+    stack.up()
+    stack.wait_healthy()
+    assert stack.token() == "token-from-a-docker-secret-0123456789"
+    assert stack.api_status("token-from-a-docker-secret-0123456789") == 200
+    assert not stack.exec("test", "-e", "/var/lib/persistent-notebooks/jupyter_token", check=False).returncode == 0, \
+        "a token was generated although the secret gave one"
+
+
 def test_other_host_uid_owns_the_files(make_stack, image_tags, test_image):
     """With HOST_UID/HOST_GID set, the notebook user and the files it makes should have those ids."""
     tag = f"{test_image}-uid4321"
