@@ -26,6 +26,7 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && /opt/supervisor/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         -r /opt/persistent-notebooks/requirements-supervisor.txt \
+    && /opt/supervisor/bin/python -m pip uninstall --quiet --yes pip \
     && ln -s /opt/supervisor/bin/supervisord /opt/supervisor/bin/supervisorctl /usr/local/bin/
 
 # The notebook environment: exact versions from container/requirements.txt. Its site-packages

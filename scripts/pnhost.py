@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ def run_main(main: Callable[[], int]) -> None:
         sys.exit(130)
 
 
+@functools.cache
 def compose_available() -> bool:
     probe = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
     return probe.returncode == 0 and probe.stdout.strip().lstrip("v").startswith("2")

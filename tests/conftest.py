@@ -13,19 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stack import COMPOSE_FILE, STACK_VARIABLES, Stack
+from stack import COMPOSE_FILE, STACK_VARIABLES, Stack, owned_folder
 
 RUN_ID = uuid.uuid4().hex[:8]
 # The notebook user's uid in the tests: the caller's own, or (as root, e.g. in CI) a plain user's.
 TEST_UID = os.getuid() or 1000
 TEST_GID = os.getgid() or 1000
-
-
-def owned_folder(path: Path, uid: int = TEST_UID, gid: int = TEST_GID) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.getuid() == 0:
-        os.chown(path, uid, gid)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +55,7 @@ def make_stack(test_image, env_file, tmp_path) -> Iterator:
     made: list[Stack] = []
 
     def make(**variables) -> Stack:
-        workspace = owned_folder(tmp_path / f"workspace-{len(made)}")
+        workspace = owned_folder(tmp_path / f"workspace-{len(made)}", TEST_UID, TEST_GID)
         variables = {"HOST_UID": str(TEST_UID), "HOST_GID": str(TEST_GID), **variables}
         override = variables.pop("override", None)
         stack = Stack(workspace, variables.pop("NOTEBOOK_IMAGE", test_image), env_file, override, **variables)
@@ -78,7 +71,7 @@ def make_stack(test_image, env_file, tmp_path) -> Iterator:
 
 @pytest.fixture(scope="session")
 def main_stack_config(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
-    workspace = owned_folder(tmp_path_factory.mktemp("main") / "workspace")
+    workspace = owned_folder(tmp_path_factory.mktemp("main") / "workspace", TEST_UID, TEST_GID)
     stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
     # pytest-docker runs compose with this process's environment: give it exactly the stack's.
     saved = {k: os.environ.get(k) for k in STACK_VARIABLES}

@@ -39,6 +39,14 @@ def docker_client() -> docker.DockerClient:
     return _docker
 
 
+def owned_folder(path: Path, uid: int, gid: int) -> Path:
+    """A folder for a workspace, owned by the notebook user's ids (chown needs root; else it is ours)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0:
+        os.chown(path, uid, gid)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,10 +160,6 @@ class Stack:
             wait_for(healthy, timeout, f"{self.project} to be healthy", interval=0.25)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nlogs:\n{self.logs()[-3000:]}") from None
-
-    def wait_for_log(self, text: str, timeout: float = 60) -> str:
-        return wait_for(lambda: text in (logs := self.logs()) and logs, timeout,
-                        f"{text!r} in the logs of {self.project}", interval=0.25)
 
     @property
     def base_url(self) -> str:

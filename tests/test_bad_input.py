@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -47,8 +48,6 @@ def test_unwritable_workspace_is_refused(make_stack, tmp_path):
 
 def test_root_owned_custom_workspace_is_refused_not_chowned(make_stack):
     """A WORKSPACE the user named that belongs to root should be refused, never chowned."""
-    import os
-
     if os.getuid() != 0:
         pytest.skip("needs root to make a root-owned folder")
     stack = make_stack()

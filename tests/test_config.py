@@ -18,6 +18,15 @@ SCHEMA = REPO.parent / "shared" / "schemas" / "devContainer.base.schema.json"
 DEVCONTAINER = REPO / ".devcontainer" / "devcontainer.json"
 
 
+def compose_config(env: dict[str, str] | None = None) -> dict:
+    """compose.yaml as `docker compose config` resolves it with no .env (and the given variables)."""
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True, text=True, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, f"docker compose config refused compose.yaml:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
 def load_jsonc(text: str) -> object:
     """JSON with comments and trailing commas, as VSCode reads devcontainer.json."""
     text = re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', lambda m: m.group(1) or "", text, flags=re.S)
@@ -36,9 +45,7 @@ def test_devcontainer_passes_the_official_schema():
     files = config["dockerComposeFile"]
     for name in [files] if isinstance(files, str) else files:
         assert (DEVCONTAINER.parent / name).resolve() == COMPOSE_FILE, name
-    compose = json.loads(subprocess.run(
-        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
-        capture_output=True, text=True, check=True).stdout)
+    compose = compose_config()
     assert config["service"] in compose["services"]
     assert config["shutdownAction"] == "none" and config["workspaceFolder"] == "/workspace"
     assert compose["name"] == "persistent-notebooks", "the project name must be pinned for VSCode"
@@ -59,10 +66,7 @@ def test_image_metadata_label_matches_devcontainer():
 
 def test_compose_config_is_accepted_with_no_configuration():
     """`docker compose config` should accept compose.yaml with no .env and safe defaults."""
-    result = subprocess.run(["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE),
-                             "config", "--format", "json"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    service = json.loads(result.stdout)["services"]["notebooks"]
+    service = compose_config()["services"]["notebooks"]
     assert [(p["host_ip"], p["published"]) for p in service["ports"]] == [("127.0.0.1", "8888")]
     assert service["restart"] == "unless-stopped"
     assert "JUPYTER_TOKEN" not in {k for k, v in service["environment"].items() if v is not None}
@@ -73,22 +77,16 @@ def test_stop_grace_period_outlasts_supervisord():
     conf = (REPO / "container" / "supervisord.conf").read_text()
     waits = [int(w) for w in re.findall(r"^stopwaitsecs=(\d+)", conf, re.M)]
     assert len(waits) == conf.count("[program:"), "every program should set stopwaitsecs"
-    compose = json.loads(subprocess.run(
-        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
-        capture_output=True, text=True, check=True).stdout)
-    grace = compose["services"]["notebooks"]["stop_grace_period"]
+    grace = compose_config()["services"]["notebooks"]["stop_grace_period"]
     seconds = int(re.fullmatch(r"(\d+)s", grace).group(1)) if isinstance(grace, str) else int(grace) / 1e9
     assert seconds > sum(waits), f"stop_grace_period {grace} <= {sum(waits)} s of supervisord waits"
 
 
 def test_memory_limit_is_optional_and_applies():
     """NOTEBOOK_MEMORY_LIMIT should be off by default and become the container's memory limit when set."""
-    def config(env: dict[str, str]) -> dict:
-        return json.loads(subprocess.run(
-            ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
-            capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout)["services"]["notebooks"]
-    assert not config({}).get("mem_limit")
-    assert int(config({"NOTEBOOK_MEMORY_LIMIT": "2g"})["mem_limit"]) == 2 * 2**30
+    assert not compose_config()["services"]["notebooks"].get("mem_limit")
+    limited = compose_config({"NOTEBOOK_MEMORY_LIMIT": "2g"})["services"]["notebooks"]
+    assert int(limited["mem_limit"]) == 2 * 2**30
 
 
 def tool(name: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from stack import Stack
+from stack import Stack, owned_folder
 
 ENV_TOKEN = "test-token-from-env-0123456789abcdef"
 
@@ -59,7 +59,6 @@ def test_other_host_uid_owns_the_files(make_stack, image_tags, test_image):
     """With HOST_UID/HOST_GID set, the notebook user and the files it makes should have those ids."""
     tag = f"{test_image}-uid4321"
     image_tags.append(tag)
-    from conftest import owned_folder
     stack: Stack = make_stack(HOST_UID="4321", HOST_GID="4322", NOTEBOOK_IMAGE=tag)
     owned_folder(stack.workspace, 4321, 4322)
     stack.compose("build", timeout=900)

@@ -9,6 +9,7 @@ import select
 import time
 import uuid
 
+import pytest
 from stack import Stack, docker_client, http_get, wait_for
 
 SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
@@ -172,7 +173,6 @@ def test_container_trusts_the_handed_in_ca_bundle(stack: Stack):
     """Container's CA bundle (SSL_CERT_FILE) should contain every certificate of the host's CA_BUNDLE."""
     host_bundle = "/etc/ssl/certs/ca-certificates.crt"
     if not os.path.exists(host_bundle):
-        import pytest
         pytest.skip(f"{host_bundle} is not on this host")
     inside = stack.exec("sh", "-c", 'cat "$SSL_CERT_FILE"').stdout
     blocks = open(host_bundle).read().split("-----END CERTIFICATE-----")[:-1]
