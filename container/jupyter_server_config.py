@@ -13,5 +13,6 @@ c.MappingKernelManager.cull_idle_timeout = int(os.environ.get("JUPYTER_CULL_IDLE
 c.MappingKernelManager.cull_interval = int(os.environ.get("JUPYTER_CULL_INTERVAL") or 300)
 c.MappingKernelManager.cull_connected = os.environ.get("JUPYTER_CULL_CONNECTED", "").lower() in ("1", "true", "yes")
 c.MappingKernelManager.cull_busy = False
-# VSCode's "Existing Jupyter Server" reaches the server through Docker's port mapping.
-c.ServerApp.allow_remote_access = True
+# Listening on 0.0.0.0 would switch Jupyter's Host-header check off; keep it on (DNS-rebinding
+# protection). VSCode, a browser and SSH tunnels reach it as 127.0.0.1 or localhost, which pass.
+c.ServerApp.allow_remote_access = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pty
@@ -37,6 +38,18 @@ def test_jupyter_requires_the_token(stack: Stack):
         code_wrong = http_get(f"{stack.base_url}{path}", "wrong-" + token)[0]
         assert code_none in (401, 403), f"{path} without a token answered {code_none}"
         assert code_wrong in (401, 403), f"{path} with a wrong token answered {code_wrong}"
+
+
+def test_jupyter_refuses_foreign_host_names(stack: Stack):
+    """Jupyter should refuse a request whose Host header is not local (DNS rebinding), even with the token."""
+    token = stack.token()
+    for host, expected in ((f"127.0.0.1:{stack.port}", 200), (f"localhost:{stack.port}", 200),
+                           (f"attacker.example:{stack.port}", 403)):
+        connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+        connection.request("GET", "/api/status", headers={"Host": host, "Authorization": f"token {token}"})
+        status = connection.getresponse().status
+        connection.close()
+        assert status == expected, f"Host: {host} answered {status}, expected {expected}"
 
 
 def test_url_script_prints_a_working_url(stack: Stack):
