@@ -40,6 +40,7 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
         -r /opt/persistent-notebooks/requirements.txt
 
 COPY container/supervisord.conf /etc/persistent-notebooks/supervisord.conf
+COPY container/run_supervisord.py /usr/local/lib/persistent-notebooks/run_supervisord.py
 COPY container/tmux.conf /etc/tmux.conf
 COPY container/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
 COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
