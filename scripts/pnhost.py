@@ -61,6 +61,7 @@ def container_id(project: str | None = None) -> str:
 
 
 def published_port(project: str | None = None) -> int:
+    container_id(project)  # a clear message when the stack is down
     out = compose("port", SERVICE, "8888", project=project).stdout.strip()
     if not out:
         raise Fail("port 8888 of the notebooks service is not published; see `docker compose ps`.")

@@ -1,0 +1,70 @@
+"""The host-side helpers in scripts/: status and attach against the stack, the base image's mirror lookup."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from stack import REPO, Stack
+
+
+def run_script(stack: Stack, name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), "-p", stack.project, *args],
+                          capture_output=True, text=True, env=stack.environment(), timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_status_reports_a_healthy_stack(stack: Stack):
+    """scripts/status should report health, the three programs, the session and the URL, and exit 0."""
+    result = run_script(stack, "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "container: healthy" in out
+    for program in ("jupyter", "tmux", "tmux-session"):
+        assert any(line.split()[:2] == [program, "RUNNING"] for line in out.splitlines()), out
+    assert stack.variables["TMUX_SESSION"] in out
+    assert f"http://127.0.0.1:{stack.port}/?token=" in out
+
+
+def test_attach_without_a_terminal_says_so(stack: Stack):
+    """scripts/attach should refuse clearly when it has no terminal, instead of hanging."""
+    result = run_script(stack, "attach")
+    assert result.returncode == 1
+    assert "needs a terminal" in result.stderr, result.stderr
+
+
+def test_helpers_name_the_fix_when_the_stack_is_down(env_file, tmp_path):
+    """scripts/url should say how to start the stack when it is not running."""
+    stack = Stack(tmp_path, "unused:tag", env_file)
+    result = run_script(stack, "url")
+    assert result.returncode == 1
+    assert "docker compose up -d" in result.stderr, result.stderr
+
+
+def load_make_base_image():
+    path = REPO / "scripts" / "make-base-image"
+    loader = importlib.machinery.SourceFileLoader("make_base_image", str(path))
+    spec = importlib.util.spec_from_loader("make_base_image", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_base_image_mirror_comes_from_the_hosts_apt_sources(tmp_path: Path, monkeypatch):
+    """make-base-image should read the Debian and security mirrors from deb822 and one-line apt sources."""
+    module = load_make_base_image()
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text("# nothing here\n")
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: trixie trixie-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: trixie-security\nComponents: main\n")
+    monkeypatch.setattr(module, "Path", lambda p: tmp_path / Path(p).relative_to("/etc/apt"))
+    assert module.host_mirrors() == ("http://mirror.invalid/debian", "http://mirror.invalid/debian-security")
+
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text(
+        "deb [signed-by=/usr/share/keyrings/k.gpg] http://other.invalid/debian bookworm main\n")
+    assert module.host_mirrors() == ("http://other.invalid/debian", None)
