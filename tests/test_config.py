@@ -48,6 +48,8 @@ def test_devcontainer_passes_the_official_schema():
     compose = compose_config()
     assert config["service"] in compose["services"]
     assert config["shutdownAction"] == "none" and config["workspaceFolder"] == "/workspace"
+    assert config["overrideCommand"] is False, "VSCode must keep the image's entrypoint (supervisord)"
+    assert config["updateRemoteUserUID"] is False, "VSCode must not rebuild and recreate the running container"
     assert compose["name"] == "persistent-notebooks", "the project name must be pinned for VSCode"
 
 
