@@ -146,7 +146,8 @@ import json, os, subprocess, sys, time, urllib.request
 conf = "/etc/persistent-notebooks/supervisord.conf"
 pid = subprocess.run(["supervisorctl", "-c", conf, "pid", "jupyter"], capture_output=True, text=True).stdout
 token = subprocess.run(["notebookctl", "token"], capture_output=True, text=True).stdout.strip()
-request = urllib.request.Request("http://127.0.0.1:8888/api/status", headers={"Authorization": "token " + token})
+port = os.environ.get("NOTEBOOK_PORT", "8888")
+request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status", headers={"Authorization": "token " + token})
 os.kill(int(pid), 9)
 t = time.monotonic()
 while True:

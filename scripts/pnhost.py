@@ -61,11 +61,14 @@ def container_id(project: str | None = None) -> str:
 
 
 def published_port(project: str | None = None) -> int:
-    container_id(project)  # a clear message when the stack is down
-    out = compose("port", SERVICE, "8888", project=project).stdout.strip()
-    if not out:
-        raise Fail("port 8888 of the notebooks service is not published; see `docker compose ps`.")
-    return int(out.rsplit(":", 1)[1])
+    """The host port of the running container (whatever NOTEBOOK_PORT it was started with)."""
+    cid = container_id(project)  # a clear message when the stack is down
+    out = subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", cid],
+                         capture_output=True, text=True, check=True).stdout
+    bindings = [b for mapped in (json.loads(out) or {}).values() for b in (mapped or [])]
+    if not bindings:
+        raise Fail("the notebooks container publishes no port; see `docker compose ps`.")
+    return int(bindings[0]["HostPort"])
 
 
 def exec_in(args: Sequence[str], project: str | None = None, tty: bool = False) -> subprocess.CompletedProcess:

@@ -69,7 +69,7 @@ def test_image_metadata_label_matches_devcontainer():
 def test_compose_config_is_accepted_with_no_configuration():
     """`docker compose config` should accept compose.yaml with no .env and safe defaults."""
     service = compose_config()["services"]["notebooks"]
-    assert [(p["host_ip"], p["published"]) for p in service["ports"]] == [("127.0.0.1", "8888")]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in service["ports"]] == [("127.0.0.1", "8888", 8888)]
     assert service["restart"] == "unless-stopped"
     assert "JUPYTER_TOKEN" not in {k for k, v in service["environment"].items() if v is not None}
 

@@ -59,6 +59,11 @@ def test_url_script_prints_a_working_url(stack: Stack):
     assert url == f"http://127.0.0.1:{stack.port}/?token={token}", url
     status, _ = http_get(url.replace("/?token=", "/api/status?token="))
     assert status == 200, f"the printed URL was refused ({status})"
+    # The same URL works inside the container, where VSCode's Jupyter extension runs when attached.
+    inside = stack.exec("python3", "-c", "import sys, urllib.request; "
+                        "print(urllib.request.urlopen(sys.argv[1], timeout=10).status)",
+                        url.replace("/?token=", "/api/status?token="))
+    assert inside.stdout.strip() == "200", inside.stdout + inside.stderr
 
 
 def test_healthcheck_fails_without_jupyter_or_session(stack: Stack):
@@ -157,9 +162,9 @@ def test_jupyter_restarts_after_being_killed(stack: Stack):
 def test_security_defaults(stack: Stack, test_image: str):
     """Container should publish on loopback only, run as non-root, keep no token in the image."""
     info = stack.inspect()
-    bindings = info["HostConfig"]["PortBindings"]["8888/tcp"]
+    bindings = info["HostConfig"]["PortBindings"][f"{stack.port}/tcp"]
     assert [b["HostIp"] for b in bindings] == ["127.0.0.1"], bindings
-    published = info["NetworkSettings"]["Ports"]["8888/tcp"]
+    published = info["NetworkSettings"]["Ports"][f"{stack.port}/tcp"]
     assert {b["HostIp"] for b in published} == {"127.0.0.1"}, published
     assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"]
     assert "ALL" in info["HostConfig"]["CapDrop"] and not info["HostConfig"]["CapAdd"], info["HostConfig"]
