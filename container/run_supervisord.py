@@ -4,10 +4,13 @@ supervisord 4 starts and restarts programs only after its main loop's poll(), wh
 1 s for I/O. So the first start waited 1 s, and a crashed Jupyter or tmux server stayed down for
 an extra 0 to 1 s (healing measured 2.6 s or 3.9 s, depending on where in that second it died).
 Here, while a program is due to start (not yet started with autostart, or exited with
-autorestart=true), poll() does not wait. Otherwise the loop is supervisord's own.
+autorestart=true after running for at least a second), poll() does not wait. A program that
+dies faster keeps supervisord's pace, so a crash loop cannot spin. Otherwise the loop is
+supervisord's own.
 """
 
 import sys
+import time
 
 from supervisor import supervisord
 from supervisor.datatypes import RestartUnconditionally
@@ -19,7 +22,8 @@ class Supervisor(supervisord.Supervisor):
         for group in self.process_groups.values():
             for process in group.processes.values():
                 config = process.config
-                if process.state == ProcessStates.EXITED and config.autorestart is RestartUnconditionally:
+                if (process.state == ProcessStates.EXITED and config.autorestart is RestartUnconditionally
+                        and time.time() - process.laststart >= 1):
                     return True
                 if process.state == ProcessStates.STOPPED and config.autostart and not process.laststart:
                     return True
