@@ -60,17 +60,6 @@ def container_id(project: str | None = None) -> str:
     return cid
 
 
-def published_port(project: str | None = None) -> int:
-    """The host port of the running container (whatever NOTEBOOK_PORT it was started with)."""
-    cid = container_id(project)  # a clear message when the stack is down
-    out = subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", cid],
-                         capture_output=True, text=True, check=True).stdout
-    bindings = [b for mapped in (json.loads(out) or {}).values() for b in (mapped or [])]
-    if not bindings:
-        raise Fail("the notebooks container publishes no port; see `docker compose ps`.")
-    return int(bindings[0]["HostPort"])
-
-
 def exec_in(args: Sequence[str], project: str | None = None, tty: bool = False) -> subprocess.CompletedProcess:
     flags = [] if tty else ["-T"]
     return compose("exec", *flags, SERVICE, *args, project=project, check=False, capture=not tty)
