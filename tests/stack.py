@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ import docker
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose.yaml"
 SERVICE = "notebooks"
+SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
 # The variables compose.yaml reads; a stack gets exactly the ones it is given (no user .env).
 STACK_VARIABLES = (
     "COMPOSE_PROJECT_NAME", "NOTEBOOK_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "TMUX_SESSION",
@@ -168,10 +170,15 @@ class Stack:
     def token(self) -> str:
         return self.exec("notebookctl", "token").stdout.strip()
 
+    def run_script(self, name: str, *args: str) -> subprocess.CompletedProcess:
+        """Run a host helper from scripts/ on this stack, as a user would (no terminal)."""
+        return subprocess.run([sys.executable, str(REPO / "scripts" / name), "-p", self.project, *args],
+                              capture_output=True, text=True, env=self.environment(), timeout=120,
+                              stdin=subprocess.DEVNULL)
+
     def url(self) -> str:
         """What scripts/url prints for this stack (the user's own command, run on the host)."""
-        result = subprocess.run(["python3", str(REPO / "scripts/url"), "-p", self.project],
-                                capture_output=True, text=True, env=self.environment(), timeout=60)
+        result = self.run_script("url")
         assert result.returncode == 0, f"scripts/url failed: {result.stderr}"
         return result.stdout.strip()
 

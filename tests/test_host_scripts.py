@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 from stack import REPO, Stack
 
 
-def run_script(stack: Stack, name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), "-p", stack.project, *args],
-                          capture_output=True, text=True, env=stack.environment(), timeout=120,
-                          stdin=subprocess.DEVNULL)
-
-
 def test_status_reports_a_healthy_stack(stack: Stack):
     """scripts/status should report health, the three programs, the session and the URL, and exit 0."""
-    result = run_script(stack, "status")
+    result = stack.run_script("status")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "container: healthy" in out
@@ -31,7 +23,7 @@ def test_status_reports_a_healthy_stack(stack: Stack):
 
 def test_attach_without_a_terminal_says_so(stack: Stack):
     """scripts/attach should refuse clearly when it has no terminal, instead of hanging."""
-    result = run_script(stack, "attach")
+    result = stack.run_script("attach")
     assert result.returncode == 1
     assert "needs a terminal" in result.stderr, result.stderr
 
@@ -39,7 +31,7 @@ def test_attach_without_a_terminal_says_so(stack: Stack):
 def test_helpers_name_the_fix_when_the_stack_is_down(env_file, tmp_path):
     """scripts/url should say how to start the stack when it is not running."""
     stack = Stack(tmp_path, "unused:tag", env_file)
-    result = run_script(stack, "url")
+    result = stack.run_script("url")
     assert result.returncode == 1
     assert "docker compose up -d" in result.stderr, result.stderr
 

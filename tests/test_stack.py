@@ -11,9 +11,7 @@ import time
 import uuid
 
 import pytest
-from stack import Stack, docker_client, http_get, wait_for
-
-SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
+from stack import SUPERVISORCTL, Stack, docker_client, http_get, wait_for
 
 
 def test_stack_turns_healthy(stack: Stack):
