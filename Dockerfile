@@ -39,6 +39,16 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         -r /opt/persistent-notebooks/requirements.txt
 
+# The container-side package (kernel provisioner, kernel keeper, websocket connection, tmux save),
+# with its entry point, so jupyter_client finds the provisioner. Its build backend is pinned in
+# container/pyproject.toml.
+COPY container/pyproject.toml /opt/persistent-notebooks/src/pyproject.toml
+COPY container/persistent_notebooks /opt/persistent-notebooks/src/persistent_notebooks
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /opt/persistent-notebooks/src \
+    && rm -rf /opt/persistent-notebooks/src
+
 COPY container/supervisord.conf /etc/persistent-notebooks/supervisord.conf
 COPY container/run_supervisord.py /usr/local/lib/persistent-notebooks/run_supervisord.py
 COPY container/tmux.conf /etc/tmux.conf

@@ -1,0 +1,157 @@
+"""The kernel websocket connection: the output kept while away first, then live output, nothing twice.
+
+When a client is the only one connected to a kernel, it is first sent what the kernel keeper kept
+(everything published since the last message any client was sent, whatever the session id), with
+the original headers and parent headers, before any live message. Live IOPub messages that arrive
+meanwhile are held; the handover ends when the keeper's record reaches the first held message, so
+no message falls between the two. Every IOPub message sent to the websocket is acknowledged to the
+keeper (at most every ACK_DELAY seconds, and at once when the websocket closes), which then keeps
+only what came after it: while a client is connected, nothing piles up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from tornado.ioloop import IOLoop
+from tornado.websocket import WebSocketClosedError
+
+from .keeperclient import KEEPER
+
+ACK_DELAY = 0.5
+CATCH_UP = 2.0  # seconds to wait for the keeper to have the first live message
+DELIM = b"<IDS|MSG>"
+
+
+def msg_id_of(msg_list: list) -> str | None:
+    try:
+        i = msg_list.index(DELIM)
+        return json.loads(bytes(msg_list[i + 2]))["msg_id"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+
+
+class KeptOutputConnection(ZMQChannelsWebsocketConnection):
+    _held: list | None = None
+    _held_event: asyncio.Event | None = None
+    _replay_task: asyncio.Future | None = None
+    _last_sent: str | None = None
+    _ack_handle = None
+
+    def connect(self):
+        connected = super().connect()
+        if connected is None:
+            return None
+        if self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0) <= 1:
+            self._held, self._held_event = [], asyncio.Event()
+            connected.add_done_callback(
+                lambda _: setattr(self, "_replay_task", asyncio.ensure_future(self._replay())))
+        return connected
+
+    # --- outgoing --------------------------------------------------------------------------------
+
+    def handle_outgoing_message(self, stream, outgoing_msg):
+        channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
+        if channel != "iopub":
+            return super().handle_outgoing_message(stream, outgoing_msg)
+        msg_id = msg_id_of(outgoing_msg)
+        if self._held is not None:
+            self._held.append((msg_id, outgoing_msg))
+            self._held_event.set()
+            return None
+        super().handle_outgoing_message(stream, outgoing_msg)
+        self._sent(msg_id)
+        return None
+
+    def _send_kept(self, msg_list: list) -> None:
+        """Send a kept IOPub message as a live one is sent, but past the rate limit (it is history)."""
+        _, fed = self.session.feed_identities(msg_list)
+        v1 = self.subprotocol == "v1.kernel.websocket.jupyter.org"
+        msg = {"header": None, "parent_header": None, "content": None} if v1 else self.session.deserialize(fed)
+        stream = self.channels["iopub"]
+        self._on_error("iopub", msg, fed[1:])
+        self._on_zmq_reply(stream, fed[1:] if v1 else msg)
+
+    def _sent(self, msg_id: str | None) -> None:
+        if msg_id is None:
+            return
+        self._last_sent = msg_id
+        if self._ack_handle is None:
+            self._ack_handle = IOLoop.current().call_later(ACK_DELAY, self._ack)
+
+    def _ack(self) -> None:
+        self._ack_handle = None
+        if self._last_sent is not None:
+            KEEPER.send("ack", kernel_id=self.kernel_id, msg_id=self._last_sent)
+
+    # --- the handover ----------------------------------------------------------------------------
+
+    async def _replay(self) -> None:
+        sent: set[str] = set()
+        try:
+            kept = await KEEPER.fetch(self.kernel_id)
+            if kept:
+                self.log.info("Sending %d message(s) kept while away to kernel %s's new client",
+                              len(kept), self.kernel_id)
+            last = self._send_all(kept, sent)
+            # Catch up with the live stream: wait for its first message, then send what the keeper
+            # has between the replay and that message.
+            await self._held_event.wait()
+            first = self._held[0][0]
+            deadline = asyncio.get_running_loop().time() + CATCH_UP
+            while first not in sent and first is not None:
+                more = await KEEPER.fetch(self.kernel_id, after=last)
+                ids = [msg_id_of(m) for m in more]
+                if first in ids:
+                    last = self._send_all(more[:ids.index(first)], sent) or last
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    self.log.warning("kernel keeper lags behind kernel %s; going live", self.kernel_id)
+                    last = self._send_all(more, sent) or last
+                    break
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            return
+        except Exception:  # noqa: BLE001 - never leave the client without live output
+            self.log.exception("Replaying kept output to kernel %s failed; going live", self.kernel_id)
+        finally:
+            self._go_live(sent)
+
+    def _send_all(self, messages: list, sent: set) -> str | None:
+        last = None
+        for msg_list in messages:
+            msg_id = msg_id_of(msg_list)
+            if msg_id in sent:
+                continue
+            stream = self.channels.get("iopub")
+            if stream is None or stream.closed():
+                break
+            try:
+                self._send_kept(msg_list)
+            except WebSocketClosedError:
+                break
+            sent.add(msg_id)
+            last = msg_id
+            self._sent(msg_id)
+        return last
+
+    def _go_live(self, sent: set) -> None:
+        held, self._held = self._held or [], None
+        stream = self.channels.get("iopub")
+        for msg_id, msg_list in held:
+            if msg_id not in sent and stream is not None and not stream.closed():
+                super().handle_outgoing_message(stream, msg_list)
+                self._sent(msg_id)
+
+    # --- closing ---------------------------------------------------------------------------------
+
+    def disconnect(self):
+        if self._replay_task is not None and not self._replay_task.done():
+            self._replay_task.cancel()
+        self._held = None
+        if self._ack_handle is not None:
+            self._ack_handle.cancel()
+        self._ack()
+        return super().disconnect()

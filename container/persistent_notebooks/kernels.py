@@ -1,0 +1,271 @@
+"""Kernels that outlive the Jupyter server, and a server that adopts them again under their old ids.
+
+- PersistentProvisioner (the default kernel provisioner, entry point `persistent-local-provisioner`)
+  launches each kernel independent of the server (its own session, no parent poller), raises its
+  oom_score_adj so that the OOM killer takes a kernel before anything else, and keeps a record of
+  it in the state volume: kernel name, connection file, pid, process group, start time, launch
+  arguments. A shutdown ends the kernel's whole process group and removes the record.
+- KeptKernelManager never deletes a running kernel's connection file when it is collected.
+- PersistentMappingKernelManager adopts every recorded kernel that still runs when the server
+  starts (crash, kill -9, supervisorctl restart), before the server answers any request, so the
+  sessions (kept in the state volume) find their kernels; and leaves the kernels running when the
+  server stops. It keeps no output of its own for dropped clients: the kernel keeper does, bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_server._tz import utcnow
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
+from traitlets import default
+
+from . import paths
+from .keeperclient import KEEPER, status_sync
+
+# Environment a kernel must not inherit from the server.
+SCRUBBED_ENV = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JPY_PARENT_PID")
+
+
+def _kernel_output():
+    """Kernels write their own stdout/stderr (crash messages) to the container's log, which outlives
+    any server. /proc/1 is tini, running as the notebook user."""
+    try:
+        return open("/proc/1/fd/1", "wb", buffering=0)  # noqa: SIM115 - closed after the launch
+    except OSError:
+        return None
+
+
+class PersistentProvisioner(LocalProvisioner):
+    """LocalProvisioner whose kernels survive the server, and that can take over a running kernel."""
+
+    start_time: int | None = None
+    adopted = False
+
+    async def pre_launch(self, **kwargs):
+        kwargs = await super().pre_launch(**kwargs)
+        env = kwargs["env"]
+        for name in SCRUBBED_ENV:
+            env.pop(name, None)
+        # No parent poller: "1" (init) is ipykernel's value for "nobody to watch", and keeps it quiet.
+        env["JPY_PARENT_PID"] = "1"
+        kwargs["independent"] = True
+        return kwargs
+
+    async def launch_kernel(self, cmd, **kwargs):
+        output = _kernel_output()
+        if output is not None:
+            kwargs.setdefault("stdout", output)
+            kwargs.setdefault("stderr", output)
+        try:
+            info = await super().launch_kernel(cmd, **kwargs)
+        finally:
+            if output is not None:
+                output.close()
+        self.adopted = False
+        try:
+            Path(f"/proc/{self.pid}/oom_score_adj").write_text(str(paths.KERNEL_OOM_SCORE_ADJ))
+        except OSError as exc:
+            self.log.warning("could not raise the kernel's oom_score_adj: %s", exc)
+        self.start_time = paths.process_start_time(self.pid)
+        self._write_record()
+        return info
+
+    def _write_record(self) -> None:
+        km = self.parent
+        launch = dict(km._launch_args or {})
+        env = launch.pop("env", None) or {}
+        paths.write_record({
+            "kernel_id": self.kernel_id,
+            "kernel_name": km.kernel_name,
+            "connection_file": km.connection_file,
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "start_time": self.start_time,
+            "ip": self.ip,
+            "cwd": str(launch.get("cwd") or self.cwd or ""),
+            # What the server added to its own environment for this kernel (JPY_SESSION_NAME, ...).
+            "env": {k: v for k, v in env.items() if os.environ.get(k) != v and k not in SCRUBBED_ENV},
+        })
+        KEEPER.send("watch", kernel_id=self.kernel_id)
+
+    def adopt(self, record: dict) -> None:
+        """Take over a kernel started by an earlier server (the provisioner's load_provisioner_info)."""
+        self.pid, self.pgid, self.ip = record["pid"], record["pgid"], record.get("ip")
+        self.start_time = record["start_time"]
+        self.cwd = record.get("cwd") or None
+        self.connection_info = self.parent.get_connection_info()
+        self.ports_cached = True  # a restart keeps the ports the clients know
+        self.adopted = True
+
+    async def get_provisioner_info(self) -> dict:
+        info = await super().get_provisioner_info()
+        info["start_time"] = self.start_time
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self.start_time = provisioner_info.get("start_time")
+        self.adopted = True
+
+    # An adopted kernel is not this server's child: it is watched by pid (and start time) and
+    # signalled through its process group; tini reaps it when it exits.
+
+    def _adopted_alive(self) -> bool:
+        return bool(self.adopted and self.pid) and paths.process_start_time(self.pid) == self.start_time
+
+    @property
+    def has_process(self) -> bool:
+        return self.process is not None or self._adopted_alive()
+
+    async def poll(self):
+        if self.process is not None or not self.adopted:
+            return await super().poll()
+        return None if self._adopted_alive() else 0
+
+    async def wait(self):
+        if self.process is not None or not self.adopted:
+            return await super().wait()
+        import asyncio
+
+        while self._adopted_alive():
+            await asyncio.sleep(0.1)
+        self.adopted = False
+        return 0
+
+    async def send_signal(self, signum: int) -> None:
+        if self.process is not None or not self.adopted:
+            return await super().send_signal(signum)
+        if self._adopted_alive():
+            try:
+                os.killpg(self.pgid or self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    async def kill(self, restart: bool = False) -> None:
+        if self.process is not None or not self.adopted:
+            return await super().kill(restart)
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        if self.process is not None or not self.adopted:
+            return await super().terminate(restart)
+        await self.send_signal(signal.SIGTERM)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        # The kernel is gone: end whatever it started and left behind in its process group.
+        if self.pgid:
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        await super().cleanup(restart)
+        if not restart:
+            paths.remove_record(self.kernel_id)
+            KEEPER.send("forget", kernel_id=self.kernel_id)
+
+
+class KeptKernelManager(ServerKernelManager):
+    """A server kernel manager that leaves a running kernel's connection file alone when collected."""
+
+    def __del__(self) -> None:
+        self._close_control_socket()
+
+
+class PersistentMappingKernelManager(AsyncMappingKernelManager):
+    """Adopts the recorded kernels at start-up; leaves them running at exit; buffers nothing itself."""
+
+    @default("kernel_manager_class")
+    def _default_kernel_manager_class(self):
+        return "persistent_notebooks.kernels.KeptKernelManager"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.adopt_kernels()
+
+    def adopt_kernels(self) -> None:
+        records = paths.all_records()
+        if not records:
+            return
+        try:
+            states = status_sync()["kernels"]
+        except (OSError, ValueError, KeyError) as exc:
+            self.log.warning("kernel keeper not reachable (%s): adopted kernels start as 'idle'", exc)
+            states = {}
+        for record in records:
+            kernel_id = record["kernel_id"]
+            if not paths.kernel_alive(record):
+                self.log.info("Kernel %s ended while the server was away; dropping its record", kernel_id)
+                paths.remove_record(kernel_id)
+                Path(record["connection_file"]).unlink(missing_ok=True)
+                continue
+            try:
+                self._adopt(record, states.get(kernel_id, {}).get("execution_state"))
+            except Exception:  # noqa: BLE001 - one bad record must not keep the server from starting
+                self.log.exception("Could not adopt kernel %s", kernel_id)
+        if self._kernels and not self._initialized_culler:
+            self.initialize_culler()
+
+    def _adopt(self, record: dict, execution_state: str | None) -> None:
+        kernel_id = record["kernel_id"]
+        km = self.kernel_manager_factory(connection_file=record["connection_file"], parent=self, log=self.log,
+                                         kernel_name=record["kernel_name"],
+                                         kernel_spec_manager=self.kernel_spec_manager)
+        km.load_connection_file(record["connection_file"])
+        km.kernel_id = kernel_id
+        km._launch_args = {"cwd": record.get("cwd") or None, "env": {**os.environ, **record.get("env", {})}}
+        provisioner = KernelProvisionerFactory.instance(parent=self).create_provisioner_instance(
+            kernel_id, km.kernel_spec, parent=km)
+        if not hasattr(provisioner, "adopt"):
+            raise RuntimeError(f"the kernel's provisioner {type(provisioner).__name__} cannot adopt a kernel")
+        provisioner.adopt(record)
+        km.provisioner = provisioner
+        km._attempted_start = True
+        km.ready.set_result(None)
+        km._connect_control_socket()
+        km.start_restarter()
+        self._kernels[kernel_id] = km
+        self._kernel_connections[kernel_id] = 0
+        km.execution_state = execution_state if execution_state in ("busy", "idle") else "idle"
+        km.reason = ""
+        km.last_activity = utcnow()
+        self._kernel_ports[kernel_id] = km.ports
+        self.start_watching_activity(kernel_id)
+        self.add_restart_callback(kernel_id, lambda: self._handle_kernel_died(kernel_id), "dead")
+        self.log.info("Adopted running kernel %s (%s, pid %s, %s)", kernel_id, record["kernel_name"],
+                      record["pid"], km.execution_state)
+
+    def _handle_kernel_died(self, kernel_id):
+        super()._handle_kernel_died(kernel_id)
+        paths.remove_record(kernel_id)
+        KEEPER.send("forget", kernel_id=kernel_id)
+
+    # The server stops (restart, crash handling, container stop): the kernels stay. At container
+    # stop the kernel keeper shuts them down, after this server is gone.
+    async def _async_shutdown_all(self, now: bool = False) -> None:
+        for kernel_id in list(self._kernels):
+            km = self._kernels[kernel_id]
+            km.stop_restarter()
+            self.stop_watching_activity(kernel_id)
+            km._close_control_socket()
+        if self._kernels:
+            self.log.info("Leaving %d kernel(s) running for the next server to adopt", len(self._kernels))
+
+    shutdown_all = _async_shutdown_all
+
+    # No unbounded buffer in the server for a dropped client: the keeper keeps the output.
+    def start_buffering(self, kernel_id, session_key, channels):
+        for stream in channels.values():
+            if not stream.closed():
+                stream.on_recv(None)
+                stream.close()
+
+    def get_buffer(self, kernel_id, session_key):
+        return {}
+
+    def stop_buffering(self, kernel_id):
+        pass
