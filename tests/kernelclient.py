@@ -45,8 +45,9 @@ def shutdown_kernel(base_url: str, token: str, kernel_id: str) -> None:
 class KernelConnection:
     """One websocket to one kernel, with a session id of its own."""
 
-    def __init__(self, base_url: str, token: str, kernel_id: str, timeout: float = 60) -> None:
-        self.session = uuid.uuid4().hex
+    def __init__(self, base_url: str, token: str, kernel_id: str, timeout: float = 60,
+                 session: str | None = None) -> None:
+        self.session = session or uuid.uuid4().hex
         ws_url = base_url.replace("http", "ws", 1)
         self.ws = websocket.create_connection(
             f"{ws_url}/api/kernels/{kernel_id}/channels?session_id={self.session}",
@@ -64,8 +65,8 @@ class KernelConnection:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def execute(self, code: str) -> dict:
-        """Run code; return {"stdout": ..., "result": ..., "error": ...} once the kernel is idle."""
+    def submit(self, code: str) -> str:
+        """Send an execute_request, as an editor runs a cell; return its msg_id."""
         msg_id = uuid.uuid4().hex
         self.ws.send(json.dumps({
             "header": {"msg_id": msg_id, "username": "kernelclient", "session": self.session,
@@ -75,13 +76,55 @@ class KernelConnection:
             "content": {"code": code, "silent": False, "store_history": False,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
         }))
+        return msg_id
+
+    def follow(self, msg_id: str, seconds: float | None = None) -> dict:
+        """Collect the IOPub output of cell msg_id, as VSCode follows its last cell after a reload.
+
+        Until the cell's idle status (seconds=None; TimeoutError after self.timeout), or for the
+        given seconds, or until the server closes the connection. Returns {"stdout", "messages",
+        "idle", "closed"}: the text, the messages in order, whether idle came, whether it closed.
+        """
+        out = {"stdout": "", "messages": [], "idle": False, "closed": False}
+        deadline = time.monotonic() + (seconds if seconds is not None else self.timeout)
+        while not out["idle"]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if seconds is None:
+                    raise TimeoutError(f"cell {msg_id} did not finish within {self.timeout} s: {out['stdout'][-300:]!r}")
+                break
+            # Short reads: a websocket ping inside one long recv() would restart its timeout.
+            self.ws.settimeout(min(left, 1.0))
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+                out["closed"] = True
+                break
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            out["messages"].append(msg)
+            if msg["msg_type"] == "stream":
+                out["stdout"] += msg["content"]["text"]
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                out["idle"] = True
+        return out
+
+    def execute(self, code: str) -> dict:
+        """Run code; return {"stdout": ..., "result": ..., "error": ...} once the kernel is idle."""
+        msg_id = self.submit(code)
+        self.ws.settimeout(1.0)  # short reads, so the deadline below is kept (pings restart a read)
         out = {"stdout": "", "result": None, "error": None}
         replied = idle = False
         deadline = time.monotonic() + self.timeout
         while not (replied and idle):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no reply to {code!r} within {self.timeout} s")
-            msg = json.loads(self.ws.recv())
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]

@@ -5,6 +5,7 @@ Every wait polls a condition with a deadline and fails with a message that says 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -26,7 +27,7 @@ STACK_VARIABLES = (
     "COMPOSE_PROJECT_NAME", "NOTEBOOK_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "TMUX_SESSION",
     "WORKSPACE", "HOST_UID", "HOST_GID", "CA_BUNDLE", "JUPYTER_CULL_IDLE_TIMEOUT",
     "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "NOTEBOOK_MEMORY_LIMIT", "BASE_IMAGE",
-    "NOTEBOOK_IMAGE",
+    "NOTEBOOK_IMAGE", "NOTEBOOK_AWAY_BUFFER", "TMUX_RESTORE",
 )
 
 
@@ -187,6 +188,18 @@ class Stack:
 
     def wait_api(self, token: str, timeout: float = 60) -> None:
         wait_for(lambda: self.api_status(token) == 200, timeout, f"{self.base_url}/api/status to answer 200")
+
+    def keeper_status(self) -> dict:
+        """The kernel keeper's view: per kernel, what is kept for the next client, and its state."""
+        result = self.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.keeperclient")
+        return json.loads(result.stdout)["kernels"]
+
+    def program_pid(self, program: str) -> int:
+        return int(self.exec(*SUPERVISORCTL, "pid", program, check=False).stdout.strip() or 0)
+
+    def rss_kib(self, pid: int) -> int:
+        status = self.exec("cat", f"/proc/{pid}/status").stdout
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
 
     def session_exists(self, name: str | None = None) -> bool:
         name = name or self.variables["TMUX_SESSION"]

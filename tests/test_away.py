@@ -1,0 +1,127 @@
+"""Output printed while no client is connected is kept and reaches the next client, in its cell."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kernelclient import KernelConnection, shutdown_kernel, start_kernel
+from stack import Stack, wait_for
+
+LINES = 40
+COUNT = f"""
+import time
+for i in range({LINES}):
+    print(i, flush=True)
+    time.sleep(0.1)
+"""
+
+
+def numbers(text: str) -> list[int]:
+    return [int(word) for word in text.split()]
+
+
+@pytest.fixture
+def kernel(stack: Stack):
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    yield kernel_id
+    shutdown_kernel(stack.base_url, token, kernel_id)
+
+
+def wait_idle(stack: Stack, kernel_id: str) -> None:
+    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 60,
+             "the cell to finish (kernel idle, as the keeper sees it)", interval=0.2)
+
+
+def test_output_while_away_reaches_a_new_session(stack: Stack, kernel: str):
+    """A new session following the cell should get every line printed after the old client dropped."""
+    token = stack.token()
+    a = KernelConnection(stack.base_url, token, kernel)
+    msg_id = a.submit(COUNT)
+    seen = a.follow(msg_id, seconds=1)
+    a.close()
+    time.sleep(2)  # the scenario: away for 2 s while the cell goes on printing
+    with KernelConnection(stack.base_url, token, kernel) as b:
+        assert b.session != a.session
+        later = b.follow(msg_id)
+    got = numbers(seen["stdout"]) + numbers(later["stdout"])
+    assert got == list(range(LINES)), f"first client {numbers(seen['stdout'])}, new session {numbers(later['stdout'])}"
+    assert numbers(seen["stdout"]) and numbers(later["stdout"]), "the test should split the output between both"
+
+
+def test_output_while_away_after_the_cell_ended(stack: Stack, kernel: str):
+    """A new session that connects after the cell ended should get every line and the idle status."""
+    token = stack.token()
+    a = KernelConnection(stack.base_url, token, kernel)
+    msg_id = a.submit(COUNT)
+    seen = a.follow(msg_id, seconds=1)
+    a.close()
+    wait_idle(stack, kernel)
+    with KernelConnection(stack.base_url, token, kernel) as b:
+        later = b.follow(msg_id)
+    assert later["idle"], "the cell's idle status was not delivered"
+    assert numbers(seen["stdout"]) + numbers(later["stdout"]) == list(range(LINES)), later["stdout"]
+    assert later["messages"][0]["header"]["msg_type"] in ("stream", "status"), later["messages"][0]
+    assert all(m["parent_header"]["msg_id"] == msg_id for m in later["messages"])
+
+
+def test_same_session_reconnecting_gets_nothing_twice(stack: Stack, kernel: str):
+    """The same session reconnecting should get each line once."""
+    token = stack.token()
+    a = KernelConnection(stack.base_url, token, kernel)
+    msg_id = a.submit(COUNT)
+    seen = a.follow(msg_id, seconds=1.5)
+    a.close()
+    time.sleep(1)
+    with KernelConnection(stack.base_url, token, kernel, session=a.session) as again:
+        later = again.follow(msg_id)
+    assert numbers(seen["stdout"]) + numbers(later["stdout"]) == list(range(LINES)), later["stdout"]
+
+
+def test_nothing_kept_while_another_client_stays(stack: Stack, kernel: str):
+    """With a second client connected, it should see everything once, and the keeper keep nothing."""
+    token = stack.token()
+    with KernelConnection(stack.base_url, token, kernel) as stays:
+        a = KernelConnection(stack.base_url, token, kernel)
+        msg_id = a.submit(COUNT)
+        a.follow(msg_id, seconds=1)
+        a.close()
+        everything = stays.follow(msg_id)
+        assert numbers(everything["stdout"]) == list(range(LINES)), everything["stdout"]
+        wait_for(lambda: stack.keeper_status()[kernel]["kept_messages"] == 0, 10,
+                 "the keeper to keep nothing while a client is connected", interval=0.2)
+
+
+def test_output_beyond_the_buffer_is_bounded(make_stack):
+    """Past NOTEBOOK_AWAY_BUFFER the oldest output should go, the replay say so, and memory stay bounded."""
+    stack: Stack = make_stack(NOTEBOOK_AWAY_BUFFER="2m")
+    stack.up()
+    stack.wait_healthy()
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    jupyter, keeper = stack.program_pid("jupyter"), stack.program_pid("kernel-keeper")
+    with KernelConnection(stack.base_url, token, kernel_id) as warm:
+        warm.execute("print('x' * 1000)")
+    before = {"jupyter": stack.rss_kib(jupyter), "keeper": stack.rss_kib(keeper)}
+    lines = 200_000  # 200,000 lines of 60 bytes: 12 MB, six times the buffer
+    a = KernelConnection(stack.base_url, token, kernel_id)
+    msg_id = a.submit(f"for i in range({lines}):\n    print(f'{{i:09d}} ' + 'y' * 50)\n")
+    a.follow(msg_id, seconds=0.5)  # the cell runs; then the client goes
+    a.close()
+    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 120,
+             "the kernel to print it all", interval=0.5)
+    after = {"jupyter": stack.rss_kib(jupyter), "keeper": stack.rss_kib(keeper)}
+    with KernelConnection(stack.base_url, token, kernel_id, timeout=120) as b:
+        replay = b.follow(msg_id)
+    first = replay["messages"][0]
+    assert first["msg_type"] == "stream" and "dropped" in first["content"]["text"], first
+    assert "NOTEBOOK_AWAY_BUFFER" in first["content"]["text"]
+    got = [int(line.split()[0]) for line in replay["stdout"].splitlines() if line[:1].isdigit()]
+    assert got and got[-1] == lines - 1, f"the newest lines are missing (last {got[-1:]})"
+    assert got == list(range(got[0], lines)), "the kept lines are not all there, in order"
+    kept_bytes = len(replay["stdout"])
+    assert kept_bytes <= 2 * 2**20, f"{kept_bytes} bytes replayed, more than the buffer"
+    slack_kib = 16 * 1024  # allocator and message objects on top of the buffer
+    assert after["jupyter"] - before["jupyter"] < slack_kib, f"Jupyter grew {before} -> {after}"
+    assert after["keeper"] - before["keeper"] < 2 * 1024 + slack_kib, f"the keeper grew {before} -> {after}"

@@ -1,0 +1,194 @@
+"""Kernels outlive the Jupyter server; the tmux session outlives the tmux server and the container.
+
+These tests kill things, so they run on a stack of their own (one for the module), and each starts
+by waiting until that stack is healthy again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kernelclient import KernelConnection, api, list_kernels
+from stack import SUPERVISORCTL, Stack, wait_for
+
+LOOP = """
+import time
+for i in range({n}):
+    print(i, flush=True)
+    time.sleep(0.1)
+"""
+
+
+@pytest.fixture(scope="module")
+def survivor(test_image, env_file, tmp_path_factory):
+    """A stack of its own for tests that kill Jupyter, tmux or the container."""
+    from conftest import TEST_GID, TEST_UID
+    from stack import owned_folder
+
+    workspace = owned_folder(tmp_path_factory.mktemp("survivor") / "workspace", TEST_UID, TEST_GID)
+    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+    stack.up()
+    yield stack
+    stack.down()
+
+
+@pytest.fixture
+def live(survivor: Stack) -> Stack:
+    survivor.wait_healthy()
+    return survivor
+
+
+def numbers(text: str) -> list[int]:
+    return [int(word) for word in text.split()]
+
+
+def kill_jupyter(stack: Stack, how: str) -> None:
+    before = stack.program_pid("jupyter")
+    if how == "kill -9":
+        stack.exec("kill", "-KILL", str(before))
+    else:
+        stack.exec(*SUPERVISORCTL, "restart", "jupyter", timeout=60)
+    wait_for(lambda: stack.program_pid("jupyter") not in (0, before), 30, "a new Jupyter process")
+
+
+def kernel_processes(stack: Stack) -> set[int]:
+    """pids of everything running in kernels' process groups (ps: pid, pgid, command)."""
+    rows = [line.split(None, 2) for line in stack.exec("ps", "-eo", "pid=,pgid=,args=").stdout.splitlines()]
+    kernels = {pgid for pid, pgid, args in rows if "ipykernel_launcher" in args}
+    return {int(pid) for pid, pgid, _ in rows if pgid in kernels}
+
+
+@pytest.mark.parametrize("how", ["kill -9", "supervisorctl restart"])
+def test_kernels_survive_a_jupyter_restart(live: Stack, how: str):
+    """After Jupyter dies the kernel, its session and variables should be back, the loop gone on, no line lost."""
+    token = live.token()
+    path = f"notebook-{uuid.uuid4().hex[:6]}.ipynb"
+    session = api(live.base_url, token, "/api/sessions", "POST",
+                  {"path": path, "type": "notebook", "name": path, "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    a = KernelConnection(live.base_url, token, kernel_id)
+    assert a.execute("kept = 6 * 7")["error"] is None
+    msg_id = a.submit(LOOP.format(n=60))
+    seen = a.follow(msg_id, seconds=1)
+    kill_jupyter(live, how)
+    seen_more = a.follow(msg_id, seconds=10)  # whatever the old server still sent before it went
+    assert seen_more["closed"], "the old server should have closed the websocket"
+    a.close()
+    live.wait_api(token, 60)
+
+    sessions = api(live.base_url, token, "/api/sessions")
+    assert [(s["id"], s["path"], s["kernel"]["id"]) for s in sessions if s["id"] == session["id"]] == \
+        [(session["id"], path, kernel_id)], f"session not kept: {sessions}"
+    assert kernel_id in {k["id"] for k in list_kernels(live.base_url, token)}
+    with KernelConnection(live.base_url, token, kernel_id) as b:
+        later = b.follow(msg_id)
+        assert b.execute("print(kept)")["stdout"] == "42\n", "the kernel's variables are gone"
+    first = numbers(seen["stdout"] + seen_more["stdout"])
+    rest = numbers(later["stdout"])
+    assert rest and rest[-1] == 59, f"the loop did not go on to the end: {rest}"
+    assert rest == list(range(rest[0], 60)), f"lines missing or out of order after the restart: {rest}"
+    assert sorted(set(first + rest)) == list(range(60)), f"lost lines: {set(range(60)) - set(first + rest)}"
+    if how == "supervisorctl restart":
+        assert first + rest == list(range(60)), "a clean server stop should repeat nothing"
+    api(live.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+
+def test_adopted_kernel_can_be_interrupted_restarted_and_shut_down(live: Stack):
+    """An adopted kernel should obey interrupt, restart and shutdown; after shutdown nothing of it runs."""
+    token = live.token()
+    one = api(live.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    two = api(live.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    with KernelConnection(live.base_url, token, two) as c:
+        child = int(c.execute("import subprocess; p = subprocess.Popen(['sleep', '1000']); print(p.pid)")["stdout"])
+        pid_two = int(c.execute("import os; print(os.getpid())")["stdout"])
+    with KernelConnection(live.base_url, token, one) as c:
+        pid_one = int(c.execute("import os; print(os.getpid())")["stdout"])
+    kill_jupyter(live, "kill -9")
+    live.wait_api(token, 60)
+
+    with KernelConnection(live.base_url, token, one) as c:
+        msg_id = c.submit("import time; time.sleep(60)")
+        wait_for(lambda: any(k["id"] == one and k["execution_state"] == "busy"
+                             for k in list_kernels(live.base_url, token)), 20, "the kernel to be busy")
+        api(live.base_url, token, f"/api/kernels/{one}/interrupt", "POST")
+        result = c.follow(msg_id, seconds=20)
+        errors = [m["content"]["ename"] for m in result["messages"] if m["msg_type"] == "error"]
+        assert errors == ["KeyboardInterrupt"], f"interrupt did not reach the adopted kernel: {result['messages']}"
+    api(live.base_url, token, f"/api/kernels/{one}/restart", "POST")
+    with KernelConnection(live.base_url, token, one) as c:
+        new_pid = int(c.execute("import os; print(os.getpid())")["stdout"])
+    assert new_pid != pid_one, "restart did not start a new kernel process"
+    assert live.exec("kill", "-0", str(pid_one), check=False).returncode != 0, "the old kernel process lingers"
+
+    assert {pid_two, child} <= kernel_processes(live)
+    api(live.base_url, token, f"/api/kernels/{two}", "DELETE")
+    wait_for(lambda: not {pid_two, child} & kernel_processes(live), 30,
+             "the shut-down kernel and the process it started to be gone")
+    assert live.exec("test", "-e", f"/var/lib/persistent-notebooks/kernels/{two}.json", check=False).returncode, \
+        "the shut-down kernel's record is left"
+    api(live.base_url, token, f"/api/kernels/{one}", "DELETE")
+
+
+def tmux_windows(stack: Stack) -> list[tuple[str, str]]:
+    name = stack.variables["TMUX_SESSION"]
+    out = stack.exec("tmux", "-N", "list-panes", "-s", "-t", f"={name}", "-F",
+                     "#{window_index}.#{pane_index}\t#{window_name}\t#{pane_current_path}").stdout
+    return [tuple(line.split("\t")) for line in out.splitlines()]
+
+
+def set_up_windows(stack: Stack, marker: str) -> None:
+    name = stack.variables["TMUX_SESSION"]
+    stack.exec("mkdir", "-p", "/workspace/project/src")
+    stack.exec("tmux", "-N", "new-window", "-t", f"={name}:", "-n", "editor", "-c", "/workspace/project")
+    stack.exec("tmux", "-N", "split-window", "-t", f"={name}:editor", "-c", "/workspace/project/src")
+    stack.exec("tmux", "-N", "send-keys", "-t", f"={name}:editor.0", f"echo {marker}-$((6*7))", "Enter")
+    wait_for(lambda: f"{marker}-42" in pane_text(stack, "editor.0"), 20, "the marker in the pane")
+
+
+def pane_text(stack: Stack, pane: str) -> str:
+    name = stack.variables["TMUX_SESSION"]
+    return stack.exec("tmux", "-N", "capture-pane", "-p", "-J", "-S", "-", "-t", f"={name}:{pane}",
+                      check=False).stdout
+
+
+def assert_restored(stack: Stack, before: list, marker: str) -> None:
+    wait_for(lambda: stack.session_exists() and len(tmux_windows(stack)) == len(before), 30,
+             f"the session with its {len(before)} panes")
+    after = tmux_windows(stack)
+    assert [(p, n) for p, n, _ in after] == [(p, n) for p, n, _ in before], f"windows {before} -> {after}"
+    assert [d for _, _, d in after] == [d for _, _, d in before], f"directories {before} -> {after}"
+    wait_for(lambda: f"{marker}-42" in pane_text(stack, "editor.0"), 20, "the saved scrollback in the pane")
+
+
+def test_tmux_session_rebuilt_after_kill_server(live: Stack):
+    """After tmux kill-server the session should come back from the last save: windows, dirs, scrollback."""
+    marker = f"kept-{uuid.uuid4().hex[:6]}"
+    set_up_windows(live, marker)
+    before = tmux_windows(live)
+    live.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.tmuxstate", "save")  # the periodic save
+    live.exec("tmux", "-N", "kill-server")
+    assert_restored(live, before, marker)
+    live.exec("tmux", "-N", "kill-window", "-t", f"={live.variables['TMUX_SESSION']}:editor")
+
+
+def test_container_restart_ends_kernels_cleanly_and_keeps_the_session(live: Stack):
+    """`docker compose restart` should shut kernels down cleanly and bring the tmux session back as it was."""
+    token = live.token()
+    kernel_id = api(live.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    flag = f"/workspace/clean-exit-{kernel_id}"
+    with KernelConnection(live.base_url, token, kernel_id) as c:
+        c.execute(f"import atexit; atexit.register(lambda: open({flag!r}, 'w').write('bye'))")
+    marker = f"kept-{uuid.uuid4().hex[:6]}"
+    set_up_windows(live, marker)
+    before = tmux_windows(live)
+    started = time.monotonic()
+    live.compose("restart")
+    took = time.monotonic() - started
+    assert (live.workspace / flag.rsplit("/", 1)[1]).exists(), \
+        f"the kernel was not shut down cleanly (restart took {took:.1f} s):\n{live.logs()[-2000:]}"
+    live.wait_healthy()
+    assert list_kernels(live.base_url, token) == [], "kernels should not outlive the container"
+    assert "kernels shut down: 1 cleanly, 0 forced" in live.logs()
+    assert_restored(live, before, marker)
