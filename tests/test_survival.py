@@ -53,11 +53,10 @@ def kill_jupyter(stack: Stack, how: str) -> None:
     wait_for(lambda: stack.program_pid("jupyter") not in (0, before), 30, "a new Jupyter process")
 
 
-def kernel_processes(stack: Stack) -> set[int]:
-    """pids of everything running in kernels' process groups (ps: pid, pgid, command)."""
-    rows = [line.split(None, 2) for line in stack.exec("ps", "-eo", "pid=,pgid=,args=").stdout.splitlines()]
-    kernels = {pgid for pid, pgid, args in rows if "ipykernel_launcher" in args}
-    return {int(pid) for pid, pgid, _ in rows if pgid in kernels}
+def running(stack: Stack, pids: set[int]) -> set[int]:
+    """Those of pids that still run in the container (zombies count as gone)."""
+    rows = [line.split() for line in stack.exec("ps", "-eo", "pid=,stat=").stdout.splitlines()]
+    return {int(pid) for pid, stat in rows if int(pid) in pids and not stat.startswith("Z")}
 
 
 @pytest.mark.parametrize("how", ["kill -9", "supervisorctl restart"])
@@ -122,9 +121,18 @@ def test_adopted_kernel_can_be_interrupted_restarted_and_shut_down(live: Stack):
     assert new_pid != pid_one, "restart did not start a new kernel process"
     assert live.exec("kill", "-0", str(pid_one), check=False).returncode != 0, "the old kernel process lingers"
 
-    assert {pid_two, child} <= kernel_processes(live)
+    # A kernel that dies takes what it started with it (its process group), here at the auto-restart.
+    assert running(live, {pid_two, child}) == {pid_two, child}
+    with KernelConnection(live.base_url, token, two) as c:
+        c.follow(c.submit("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), seconds=2)
+    wait_for(lambda: not running(live, {pid_two, child}), 30,
+             "the dead kernel's process group (its `sleep`) to be ended")
+    with KernelConnection(live.base_url, token, two) as c:
+        pid_two = int(wait_for(lambda: c.execute("import os; print(os.getpid())")["stdout"], 30,
+                               "the kernel to be restarted"))
+        child = int(c.execute("import subprocess; p = subprocess.Popen(['sleep', '1000']); print(p.pid)")["stdout"])
     api(live.base_url, token, f"/api/kernels/{two}", "DELETE")
-    wait_for(lambda: not {pid_two, child} & kernel_processes(live), 30,
+    wait_for(lambda: not running(live, {pid_two, child}), 30,
              "the shut-down kernel and the process it started to be gone")
     assert live.exec("test", "-e", f"/var/lib/persistent-notebooks/kernels/{two}.json", check=False).returncode, \
         "the shut-down kernel's record is left"
