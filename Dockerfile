@@ -49,8 +49,8 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /opt/persistent-notebooks/src \
     && rm -rf /opt/persistent-notebooks/src
 
-COPY container/supervisord.conf /etc/persistent-notebooks/supervisord.conf
-COPY container/run_supervisord.py /usr/local/lib/persistent-notebooks/run_supervisord.py
+COPY supervisord.conf /etc/persistent-notebooks/supervisord.conf
+COPY container/run_supervisord.py container/watchdog.py /usr/local/lib/persistent-notebooks/
 COPY container/tmux.conf /etc/tmux.conf
 COPY container/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
 COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
@@ -84,8 +84,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     SHELL=/bin/bash \
     LANG=C.UTF-8
 
-# Plain "Attach to Running Container" reads this: remote user, extensions, and the tmux
-# session as the default terminal (tasks and debuggers keep plain bash).
+# VSCode's settings for this container, in this one place: "Attach to Running Container" and
+# "Reopen in Container" (.devcontainer.json) both read this label: remote user, extensions, and the
+# tmux session as the default terminal (tasks and debuggers keep plain bash).
 LABEL devcontainer.metadata="[{\"remoteUser\":\"notebook\",\"customizations\":{\"vscode\":{\"extensions\":[\"ms-python.python\",\"ms-toolsai.jupyter\"],\"settings\":{\"terminal.integrated.profiles.linux\":{\"tmux\":{\"path\":\"/usr/local/bin/notebookctl\",\"args\":[\"attach\"],\"icon\":\"terminal-tmux\"},\"bash\":{\"path\":\"/bin/bash\",\"args\":[\"-l\"],\"icon\":\"terminal-bash\"}},\"terminal.integrated.defaultProfile.linux\":\"tmux\",\"terminal.integrated.automationProfile.linux\":{\"path\":\"/bin/bash\"},\"python.defaultInterpreterPath\":\"/opt/venv/bin/python\"}}}}]" \
       org.opencontainers.image.title="persistent-notebooks"
 

@@ -172,6 +172,95 @@ print(time.monotonic() - t)
 """
 
 
+KILL_JUPYTER = r"""
+import subprocess, os, time
+pid = subprocess.run(["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "pid", "jupyter"],
+                     capture_output=True, text=True).stdout
+os.kill(int(pid), 9)
+print(time.time())
+"""
+
+TMUX_SAVE_RESTORE = r"""
+import json, os, resource, subprocess, sys, time
+from persistent_notebooks import tmuxstate
+name, runs, windows, lines = sys.argv[1], int(sys.argv[2]), 5, 10_000
+tmux = lambda *a: subprocess.run(["tmux", "-N", *a], capture_output=True, text=True)
+for i in range(windows):
+    tmux("new-window", "-t", f"={name}:", "-n", f"bench{i}")
+    tmux("send-keys", "-t", f"={name}:bench{i}", f"seq 1 {lines}", "Enter")
+for i in range(windows):
+    while str(lines) not in tmux("capture-pane", "-p", "-t", f"={name}:bench{i}").stdout:
+        time.sleep(0.05)
+server = int(tmux("display-message", "-p", "#{pid}").stdout)
+def server_cpu():
+    fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def own_cpu():
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+saves = []
+for _ in range(runs):
+    c0, s0, t0 = own_cpu(), server_cpu(), time.monotonic()
+    tmuxstate.save(name)
+    saves.append({"saver_cpu": own_cpu() - c0, "tmux_cpu": server_cpu() - s0, "wall": time.monotonic() - t0})
+size = os.path.getsize(tmuxstate.paths.TMUX_SAVE_FILE)
+tmux("kill-server")
+t0 = time.monotonic()
+while tmux("has-session", "-t", f"={name}").returncode or f"bench{windows - 1}" not in tmux(
+        "list-windows", "-t", f"={name}", "-F", "#{window_name}").stdout:
+    time.sleep(0.01)
+session_back = time.monotonic() - t0
+while str(lines) not in tmux("capture-pane", "-p", "-t", f"={name}:bench{windows - 1}").stdout:
+    time.sleep(0.01)
+print(json.dumps({"saves": saves, "save_file_bytes": size, "restore_session_s": session_back,
+                  "restore_scrollback_s": time.monotonic() - t0}))
+for i in range(windows):
+    tmux("kill-window", "-t", f"={name}:bench{i}")
+"""
+
+
+def replay_time(stack: Stack, token: str, lines: int) -> tuple[float, int]:
+    """Seconds from connecting to having every line a kernel printed (one message each) while away."""
+    kernel_id = ready_kernel(stack.base_url, token)
+    with KernelConnection(stack.base_url, token, kernel_id) as away:
+        msg_id = away.submit(f"import time\ntime.sleep(0.5)\nfor i in range({lines}):\n    print(i, flush=True)")
+        away.follow(msg_id, seconds=0.2)
+    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 300, "the prints", interval=0.2)
+    started = time.monotonic()
+    with KernelConnection(stack.base_url, token, kernel_id, timeout=300) as back:
+        got = back.follow(msg_id)
+    took = time.monotonic() - started
+    api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+    return took, len(got["stdout"].split())
+
+
+def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
+    """Seconds from kill -9 of Jupyter to every kernel answering an execute again (same ids)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    killed_at = float(stack.exec("python3", "-c", KILL_JUPYTER).stdout)
+
+    def answer(kernel_id: str) -> float:
+        while True:
+            try:
+                with KernelConnection(stack.base_url, token, kernel_id, timeout=10) as connection:
+                    if connection.execute("1")["result"] == "1":
+                        return time.time()
+            except Exception:  # noqa: BLE001 - the server is not back yet
+                time.sleep(0.02)
+
+    with ThreadPoolExecutor(len(kernel_ids)) as pool:
+        return max(pool.map(answer, kernel_ids)) - killed_at
+
+
+def settle(stack: Stack) -> None:
+    """Wait until every program is RUNNING past its startsecs, so one event is measured at a time."""
+    wait_for(lambda: all("RUNNING" in line for line in stack.exec(
+        "supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "status", check=False
+    ).stdout.splitlines()), 60, "the programs to settle", interval=0.2)
+    time.sleep(3)  # past jupyter's startsecs: supervisord's back-off would otherwise be measured
+
+
 def image_sizes(client: docker.DockerClient, image: str, base: str) -> dict:
     """Uncompressed size, and the layers attributed to base, Debian packages, venv and the rest."""
     history = client.api.history(image)  # newest first; the base image's own layers come last
@@ -281,7 +370,35 @@ def run(args: argparse.Namespace) -> dict:
         progress(f"throughput {seconds} s, stack and floor")
         stack_rate = throughput(stack.base_url, token, kernel_ids[0], seconds)
         floor_rate = throughput(floor.base_url, floor.token, floor_kernel, seconds)
-        results["throughput_exec_per_s"] = {"stack": stack_rate, "floor": floor_rate, "ratio": stack_rate / floor_rate}
+        progress(f"throughput {seconds} s, stack without output kept while away (NOTEBOOK_AWAY_BUFFER=0)")
+        plain = Stack(workspace, image, env_file, HOST_UID=uid, HOST_GID=uid, TMUX_SESSION="bench",
+                      NOTEBOOK_AWAY_BUFFER="0")
+        stacks.append(plain)
+        plain.up()
+        plain.wait_healthy()
+        plain_token = plain.token()
+        plain_rate = throughput(plain.base_url, plain_token, ready_kernel(plain.base_url, plain_token), seconds)
+        plain.down()
+        results["throughput_exec_per_s"] = {"stack": stack_rate, "floor": floor_rate, "ratio": stack_rate / floor_rate,
+                                            "stack_without_away": plain_rate, "away_ratio": stack_rate / plain_rate}
+
+        # 3b. output kept while away: replay of 10,000 lines, one message each
+        lines = 1000 if args.quick else 10_000
+        progress(f"replay of {lines} lines kept while away")
+        replay = [replay_time(stack, token, lines) for _ in range(1 if args.quick else 3)]
+        assert all(n == lines for _, n in replay), f"replay lost lines: {replay}"
+        results["away"] = {"lines": lines, "replay_s": summary([t for t, _ in replay])}
+        # 3c. kernels across a Jupyter crash: kill -9, then every kernel answers again
+        adopt: dict[str, dict] = {}
+        for count in ([1] if args.quick else [1, 20]):
+            times = []
+            for i in range(runs):
+                progress(f"kill -9 of Jupyter with {count} kernel(s) {i + 1}/{runs}")
+                settle(stack)
+                times.append(kernels_back_after_kill(stack, token, kernel_ids[:count]))
+            adopt[str(count)] = summary(times)
+        results["kernels_back_after_kill_s"] = adopt
+        settle(stack)
         for kernel_id in kernel_ids:
             api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
 
@@ -290,10 +407,25 @@ def run(args: argparse.Namespace) -> dict:
         for i in range(runs):
             progress(f"healing {i + 1}/{runs}")
             # Timed inside the container, from the kill to the first 200 (no docker exec in the figure).
+            settle(stack)
             jupyter_heal.append(float(stack.exec("python3", "-c", JUPYTER_HEAL).stdout))
+            settle(stack)
             tmux_heal.append(float(stack.exec("python3", "-c", TMUX_HEAL, "bench").stdout))
         results["healing_s"] = {"jupyter_killed_to_200": summary(jupyter_heal),
                                 "tmux_killed_to_session": summary(tmux_heal)}
+
+        # 5b. tmux save (5 windows x 10,000 lines) and restore
+        progress("tmux save and restore, 5 windows x 10,000 lines")
+        settle(stack)
+        tmux_state = json.loads(stack.exec("/opt/venv/bin/python", "-c", TMUX_SAVE_RESTORE, "bench",
+                                           str(runs), timeout=300).stdout)
+        results["tmux_save"] = {
+            "saver_cpu_ms": summary([1000 * s["saver_cpu"] for s in tmux_state["saves"]]),
+            "tmux_server_cpu_ms": summary([1000 * s["tmux_cpu"] for s in tmux_state["saves"]]),
+            "wall_ms": summary([1000 * s["wall"] for s in tmux_state["saves"]]),
+            "file_mb": tmux_state["save_file_bytes"] / 1e6,
+            "restore_session_s": tmux_state["restore_session_s"],
+            "restore_scrollback_s": tmux_state["restore_scrollback_s"]}
 
         # 6. image size
         results["image"] = image_sizes(client, image, args.base_image)
@@ -338,8 +470,19 @@ def table(r: dict) -> str:
         f"{r['reconnect_s']['ratio']:.2f} |",
         f"| executions per second, one websocket | {r['throughput_exec_per_s']['stack']:.0f} | "
         f"{r['throughput_exec_per_s']['floor']:.0f} | {r['throughput_exec_per_s']['ratio']:.2f} |",
+        f"| executions per second, output kept while away off (NOTEBOOK_AWAY_BUFFER=0) | "
+        f"{r['throughput_exec_per_s']['stack_without_away']:.0f} | | with / without "
+        f"{r['throughput_exec_per_s']['away_ratio']:.2f} |",
+        f"| replay of {r['away']['lines']} lines kept while away (one message each) | "
+        f"{fmt(r['away']['replay_s'])} | | |",
+        *[f"| kill -9 of Jupyter -> {n} kernel(s) answering again | {fmt(v)} | | |"
+          for n, v in r["kernels_back_after_kill_s"].items()],
         f"| heal: Jupyter killed -> API 200 | {fmt(r['healing_s']['jupyter_killed_to_200'])} | | |",
         f"| heal: tmux killed -> session back | {fmt(r['healing_s']['tmux_killed_to_session'])} | | |",
+        f"| tmux save, 5 windows x 10,000 lines: CPU of saver / tmux server | "
+        f"{fmt(r['tmux_save']['saver_cpu_ms'], 'ms')} / {fmt(r['tmux_save']['tmux_server_cpu_ms'], 'ms')} | | |",
+        f"| tmux restore: kill-server -> session back / all scrollback shown | "
+        f"{r['tmux_save']['restore_session_s']:.3f} s / {r['tmux_save']['restore_scrollback_s']:.3f} s | | |",
         f"| image size (uncompressed) | {r['image']['total_mb']:.0f} MB | | |",
         "",
         "per process, idle (PSS / RSS MiB): " + ", ".join(

@@ -91,7 +91,8 @@ class KernelConnection:
             left = deadline - time.monotonic()
             if left <= 0:
                 if seconds is None:
-                    raise TimeoutError(f"cell {msg_id} did not finish within {self.timeout} s: {out['stdout'][-300:]!r}")
+                    raise TimeoutError(f"cell {msg_id} did not finish within {self.timeout} s: "
+                                       f"{out['stdout'][-300:]!r}")
                 break
             # Short reads: a websocket ping inside one long recv() would restart its timeout.
             self.ws.settimeout(min(left, 1.0))

@@ -89,6 +89,7 @@ class Stack:
                  **variables: str) -> None:
         self.override = override  # an extra compose file, as a user's compose.override.yaml would be
         self.project = f"pntest-{uuid.uuid4().hex[:10]}"
+        self.port_chosen = "NOTEBOOK_PORT" not in variables  # a free port of our choosing
         self.port = int(variables.pop("NOTEBOOK_PORT", free_port()))
         self.workspace = workspace
         self.env_file = env_file
@@ -121,7 +122,18 @@ class Stack:
         return result
 
     def up(self, check: bool = True) -> subprocess.CompletedProcess:
-        return self.compose("up", "-d", check=check)
+        for _ in range(3):
+            result = self.compose("up", "-d", check=False)
+            taken = "already allocated" in result.stderr or "address already in use" in result.stderr
+            if not (taken and self.port_chosen):
+                break
+            # Another process took the free port between free_port() and compose binding it: take another.
+            self.compose("down", "--volumes", check=False)
+            self.port = free_port()
+            self.variables["NOTEBOOK_PORT"] = str(self.port)
+        if check:
+            assert result.returncode == 0, f"`docker compose up -d` failed ({result.returncode}):\n{result.stderr}"
+        return result
 
     def down(self) -> None:
         """Remove the project's containers, networks and volumes (never the shared test image)."""

@@ -1,4 +1,4 @@
-"""Bad settings are refused with a message that names the fix, and nothing is started open."""
+"""Bad settings fail `docker compose up -d` itself, with a message that names the fix; nothing starts open."""
 
 from __future__ import annotations
 
@@ -9,39 +9,62 @@ import pytest
 from stack import Stack, wait_for
 
 
+def port_refuses(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def refused(stack: Stack, *expected: str) -> str:
-    """Start the stack; wait for the refusal in the logs; the server must never have answered."""
-    stack.up()
-    logs = wait_for(lambda: all(e in (text := stack.logs()) for e in expected) and text, 60,
-                    f"the refusal {expected} in the logs")
-    assert "Jupyter Server" not in logs, "Jupyter started despite the bad setting"
-    assert stack.health() != "healthy"
+    """`up` should fail non-zero at once; the check's log names the fix; the port must refuse."""
+    result = stack.up(check=False)
+    assert result.returncode != 0, f"`up -d` succeeded despite the bad setting:\n{result.stderr}"
+    assert 'service "check" didn\'t complete successfully' in result.stderr, result.stderr
+    logs = stack.compose("logs", "--no-color", "check", check=False).stdout
+    for text in expected:
+        assert text in logs, f"{text!r} is not in the check's log:\n{logs}"
+    assert "Traceback" not in logs, logs
+    assert port_refuses(stack.port), "something answers on the port"
+    state = stack.inspect()["State"]
+    assert not state["Running"] and state["StartedAt"].startswith("0001"), "the service was started anyway"
     return logs
 
 
 @pytest.mark.parametrize("token, says", [
     ("short-token", "at least 16"),
     ("", "is empty"),
-], ids=["short", "empty"])
+    ("tökén-with-umlauts-0123456789", "non-ASCII"),
+], ids=["short", "empty", "non-ascii"])
 def test_bad_token_is_refused(make_stack, token, says):
-    """Container should refuse a short or empty JUPYTER_TOKEN and say how to set one."""
-    logs = refused(make_stack(JUPYTER_TOKEN=token), says, "JUPYTER_TOKEN in .env")
+    """`up` should refuse a short, empty or non-ASCII JUPYTER_TOKEN and say how to set one."""
+    logs = refused(make_stack(JUPYTER_TOKEN=token), says, "JUPYTER_TOKEN")
     assert "error:" in logs
 
 
-@pytest.mark.parametrize("name", ["bad:name", "bad.name", ""], ids=["colon", "dot", "empty"])
+@pytest.mark.parametrize("name", ["bad:name", "bad.name", "", "#{session_name}", "me$HOME"],
+                         ids=["colon", "dot", "empty", "format", "dollar"])
 def test_bad_session_name_is_refused(make_stack, name):
-    """Container should refuse a TMUX_SESSION tmux cannot use and say what to change."""
+    """`up` should refuse a TMUX_SESSION tmux cannot use as given, and say what to change."""
     stack = make_stack(TMUX_SESSION=name)
     refused(stack, "TMUX_SESSION", "Change TMUX_SESSION in .env" if name else "Set TMUX_SESSION in .env")
 
 
-def test_unwritable_workspace_is_refused(make_stack, tmp_path):
-    """Container should refuse a workspace the notebook user cannot write, and say how to fix it."""
+@pytest.mark.parametrize("variable, value", [
+    ("JUPYTER_CULL_IDLE_TIMEOUT", "abc"), ("JUPYTER_CULL_IDLE_TIMEOUT", "1h"), ("JUPYTER_CULL_INTERVAL", "0"),
+    ("JUPYTER_CULL_CONNECTED", "maybe"), ("NOTEBOOK_AWAY_BUFFER", "lots"), ("TMUX_RESTORE", "sometimes"),
+])
+def test_bad_tuning_value_is_refused(make_stack, variable, value):
+    """A typo in a tuning variable should fail `up`, naming it, instead of Jupyter skipping its config."""
+    refused(make_stack(**{variable: value}), f"{variable}={value!r}", f"{variable} in .env")
+
+
+def test_read_only_workspace_is_refused_with_chmod_advice(make_stack):
+    """A workspace the notebook user owns but may not write should be refused with `chmod`, not `chown`."""
     stack = make_stack()
     stack.workspace.chmod(0o555)
     try:
-        refused(stack, "not writable", "chown", "HOST_UID")
+        logs = refused(stack, "chmod u+rwx")
+        assert "chown" not in logs
     finally:
         stack.workspace.chmod(0o755)
 
@@ -52,8 +75,25 @@ def test_root_owned_custom_workspace_is_refused_not_chowned(make_stack):
         pytest.skip("needs root to make a root-owned folder")
     stack = make_stack()
     os.chown(stack.workspace, 0, 0)
-    refused(stack, "not writable", "belongs to uid 0")
+    refused(stack, "not writable", "belongs to uid 0", "chown")
     assert stack.workspace.stat().st_uid == 0, "the custom workspace was chowned"
+
+
+def test_unreadable_token_secret_is_explained(make_stack, tmp_path):
+    """A token secret the notebook user cannot read should be explained, not answered with a traceback."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to make a file the notebook user cannot read")
+    secret = tmp_path / "jupyter_token"
+    secret.write_text("token-from-an-unreadable-secret-0123\n")
+    secret.chmod(0o600)  # root's, and the container user is not root
+    override = tmp_path / "compose.override.yaml"
+    override.write_text("services:\n  notebooks:\n    secrets: [ca_bundle, jupyter_token]\n"
+                        f"secrets:\n  jupyter_token:\n    file: {secret}\n")
+    stack: Stack = make_stack(override=override)
+    stack.up(check=False)
+    logs = wait_for(lambda: "cannot be read" in (text := stack.logs()) and text, 60, "the explanation")
+    assert "chmod 644" in logs and "Traceback" not in logs, logs
+    assert port_refuses(stack.port)
 
 
 def test_missing_workspace_is_refused(make_stack, tmp_path):

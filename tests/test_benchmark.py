@@ -20,7 +20,8 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| command to first 200 |" in result.stdout, result.stdout
     figures = json.loads(out.read_text())
-    for section in ("startup_s", "memory", "reconnect_s", "throughput_exec_per_s", "healing_s", "image"):
+    for section in ("startup_s", "memory", "reconnect_s", "throughput_exec_per_s", "healing_s", "image", "away",
+                    "kernels_back_after_kill_s", "tmux_save"):
         assert section in figures, f"{section} missing from the results"
     assert figures["startup_s"]["stack_to_first_200"]["median"] > 0
     assert figures["startup_s"]["floor_to_first_200"]["median"] > 0
@@ -28,6 +29,9 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["memory"]["per_kernel_mib"] > 0
     assert figures["memory"]["processes"]["supervisord"]["count"] == 1
     assert figures["throughput_exec_per_s"]["stack"] > 0 and figures["throughput_exec_per_s"]["floor"] > 0
+    assert figures["throughput_exec_per_s"]["stack_without_away"] > 0
+    assert figures["away"]["replay_s"]["median"] > 0 and figures["kernels_back_after_kill_s"]["1"]["median"] > 0
+    assert figures["tmux_save"]["saver_cpu_ms"]["median"] > 0 and figures["tmux_save"]["restore_session_s"] > 0
     assert figures["image"]["total_mb"] > figures["image"]["python venv_mb"] > 0
     leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=persistent-notebooks.benchmark"],
                                capture_output=True, text=True).stdout.strip()

@@ -12,17 +12,19 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from stack import COMPOSE_FILE, REPO
+from stack import COMPOSE_FILE, REPO, STACK_VARIABLES
 
 SCHEMA = REPO.parent / "shared" / "schemas" / "devContainer.base.schema.json"
-DEVCONTAINER = REPO / ".devcontainer" / "devcontainer.json"
+DEVCONTAINER = REPO / ".devcontainer.json"
 
 
-def compose_config(env: dict[str, str] | None = None) -> dict:
-    """compose.yaml as `docker compose config` resolves it with no .env (and the given variables)."""
+def compose_config(env: dict[str, str] | None = None, compose_file: Path = COMPOSE_FILE) -> dict:
+    """compose.yaml as `docker compose config` resolves it with no .env and only the given variables
+    (the caller's own NOTEBOOK_PORT and friends do not leak in)."""
+    clean = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
     result = subprocess.run(
-        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
-        capture_output=True, text=True, env={**os.environ, **(env or {})})
+        ["docker", "compose", "--env-file", "/dev/null", "-f", str(compose_file), "config", "--format", "json"],
+        capture_output=True, text=True, env={**clean, **(env or {})})
     assert result.returncode == 0, f"docker compose config refused compose.yaml:\n{result.stderr}"
     return json.loads(result.stdout)
 
@@ -34,36 +36,61 @@ def load_jsonc(text: str) -> object:
     return json.loads(text)
 
 
-def test_devcontainer_passes_the_official_schema():
-    """devcontainer.json should pass the official schema and name a compose file and service that exist."""
-    if not SCHEMA.is_file():
-        pytest.skip(f"the official schema is not at {SCHEMA}")
+def test_devcontainer_reuses_the_running_stack():
+    """.devcontainer.json should name this compose file and service and never stop, rebuild or recreate it."""
     config = load_jsonc(DEVCONTAINER.read_text())
-    schema = json.loads(SCHEMA.read_text())
-    errors = list(jsonschema.Draft201909Validator(schema).iter_errors(config))
-    assert not errors, "\n".join(e.message for e in errors)
     files = config["dockerComposeFile"]
     for name in [files] if isinstance(files, str) else files:
         assert (DEVCONTAINER.parent / name).resolve() == COMPOSE_FILE, name
-    compose = compose_config()
-    assert config["service"] in compose["services"]
+    assert config["service"] in compose_config()["services"]
     assert config["shutdownAction"] == "none" and config["workspaceFolder"] == "/workspace"
     assert config["overrideCommand"] is False, "VSCode must keep the image's entrypoint (supervisord)"
     assert config["updateRemoteUserUID"] is False, "VSCode must not rebuild and recreate the running container"
-    assert compose["name"] == "persistent-notebooks", "the project name must be pinned for VSCode"
+    assert "customizations" not in config, "VSCode settings belong in one place: the image's metadata label"
 
 
-def test_image_metadata_label_matches_devcontainer():
-    """The image's devcontainer.metadata label should carry the same user, extensions and terminals."""
+def test_devcontainer_passes_the_official_schema():
+    """.devcontainer.json should pass the official devcontainer schema."""
+    if not SCHEMA.is_file():
+        pytest.skip(f"the official schema is not at {SCHEMA}")
+    schema = json.loads(SCHEMA.read_text())
+    errors = list(jsonschema.Draft201909Validator(schema).iter_errors(load_jsonc(DEVCONTAINER.read_text())))
+    assert not errors, "\n".join(e.message for e in errors)
+
+
+def test_image_metadata_label_carries_the_vscode_settings():
+    """The image's devcontainer.metadata label should set the user, extensions and the tmux terminal."""
     dockerfile = (REPO / "Dockerfile").read_text()
     raw = re.search(r'devcontainer\.metadata="((?:\\.|[^"\\])*)"', dockerfile).group(1)
     (label,) = json.loads(raw.replace('\\"', '"'))
-    config = load_jsonc(DEVCONTAINER.read_text())
-    assert label["remoteUser"] == config["remoteUser"]
-    assert label["customizations"] == config["customizations"]
-    settings = label["customizations"]["vscode"]["settings"]
+    assert label["remoteUser"] == "notebook"
+    vscode = label["customizations"]["vscode"]
+    assert {"ms-python.python", "ms-toolsai.jupyter"} <= set(vscode["extensions"])
+    settings = vscode["settings"]
     assert settings["terminal.integrated.defaultProfile.linux"] == "tmux"
+    assert settings["terminal.integrated.profiles.linux"]["tmux"]["args"] == ["attach"]
     assert settings["terminal.integrated.automationProfile.linux"]["path"] == "/bin/bash"
+
+
+def test_config_does_not_depend_on_who_runs_compose():
+    """The service's config should be the same for any USER, sudo or login: only .env and chosen variables."""
+    configs = [compose_config({"USER": user, "LOGNAME": user, "SUDO_USER": user, "HOME": f"/home/{user}"})
+               for user in ("alice", "root", "john.doe")]
+    assert configs[0] == configs[1] == configs[2], "the container's config changes with the caller"
+    assert "TMUX_SESSION" not in {k for k, v in configs[0]["services"]["notebooks"]["environment"].items()
+                                  if v is not None}, "the default session name must come from the image only"
+
+
+def test_checkouts_in_other_folders_get_stacks_of_their_own(tmp_path):
+    """A checkout in another folder should get its own project, so never another checkout's container or state."""
+    names = []
+    for folder in ("persistent-notebooks", "pn-second"):
+        checkout = tmp_path / folder
+        checkout.mkdir()
+        shutil.copy(COMPOSE_FILE, checkout / "compose.yaml")
+        names.append(compose_config(compose_file=checkout / "compose.yaml")["name"])
+    assert names == ["persistent-notebooks", "pn-second"], names
+    assert compose_config({"COMPOSE_PROJECT_NAME": "mine"})["name"] == "mine"
 
 
 def test_compose_config_is_accepted_with_no_configuration():
@@ -76,9 +103,10 @@ def test_compose_config_is_accepted_with_no_configuration():
 
 def test_stop_grace_period_outlasts_supervisord():
     """Compose's stop grace period should be longer than supervisord's stop waits, added up."""
-    conf = (REPO / "container" / "supervisord.conf").read_text()
+    conf = (REPO / "supervisord.conf").read_text()
     waits = [int(w) for w in re.findall(r"^stopwaitsecs=(\d+)", conf, re.M)]
-    assert len(waits) == conf.count("[program:"), "every program should set stopwaitsecs"
+    assert len(waits) == conf.count("[program:") + conf.count("[eventlistener:"), \
+        "every program should set stopwaitsecs"
     grace = compose_config()["services"]["notebooks"]["stop_grace_period"]
     seconds = int(re.fullmatch(r"(\d+)s", grace).group(1)) if isinstance(grace, str) else int(grace) / 1e9
     assert seconds > sum(waits), f"stop_grace_period {grace} <= {sum(waits)} s of supervisord waits"

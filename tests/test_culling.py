@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kernelclient import KernelConnection, list_kernels, start_kernel
-from stack import SUPERVISORCTL, Stack, wait_for
+from stack import Stack, wait_for
 
 
 def test_idle_kernels_are_culled_when_configured(make_stack):
@@ -17,10 +17,3 @@ def test_idle_kernels_are_culled_when_configured(make_stack):
         assert connection.execute("print(1)")["stdout"] == "1\n"
     wait_for(lambda: all(k["id"] != kernel_id for k in list_kernels(stack.base_url, token)), 60,
              "the idle kernel to be culled")
-
-
-def test_culling_is_off_by_default(stack: Stack):
-    """The stack should run with culling off unless JUPYTER_CULL_IDLE_TIMEOUT is set."""
-    pid = stack.exec(*SUPERVISORCTL, "pid", "jupyter").stdout
-    environ = stack.exec("cat", f"/proc/{pid.strip()}/environ").stdout.split("\0")
-    assert "JUPYTER_CULL_IDLE_TIMEOUT=0" in environ, [e for e in environ if e.startswith("JUPYTER_CULL")]

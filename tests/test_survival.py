@@ -6,6 +6,7 @@ by waiting until that stack is healthy again.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -14,6 +15,7 @@ from kernelclient import KernelConnection, api, list_kernels
 from stack import SUPERVISORCTL, Stack, wait_for
 
 LOOP = """
+import json
 import time
 for i in range({n}):
     print(i, flush=True)
@@ -200,3 +202,97 @@ def test_container_restart_ends_kernels_cleanly_and_keeps_the_session(live: Stac
     assert list_kernels(live.base_url, token) == [], "kernels should not outlive the container"
     assert "kernels shut down: 1 cleanly, 0 forced" in live.logs()
     assert_restored(live, before, marker)
+
+
+def test_healthcheck_fails_without_jupyter_or_session(live: Stack):
+    """The healthcheck should fail while Jupyter is stopped, and while the tmux session is missing."""
+    name = live.variables["TMUX_SESSION"]
+    assert live.exec("notebookctl", "healthcheck", check=False).returncode == 0
+    live.exec(*SUPERVISORCTL, "stop", "jupyter")
+    try:
+        result = live.exec("notebookctl", "healthcheck", check=False)
+        assert result.returncode != 0 and "Jupyter" in result.stdout, result.stdout
+    finally:
+        live.exec(*SUPERVISORCTL, "start", "jupyter")
+    live.exec(*SUPERVISORCTL, "stop", "tmux-session")
+    try:
+        live.exec("tmux", "-N", "kill-session", "-t", f"={name}")
+        result = live.exec("notebookctl", "healthcheck", check=False)
+        assert result.returncode != 0 and "tmux session" in result.stdout, result.stdout
+    finally:
+        live.exec(*SUPERVISORCTL, "start", "tmux-session")
+    wait_for(lambda: live.exec("notebookctl", "healthcheck", check=False).returncode == 0, 60,
+             "the healthcheck to pass again")
+
+
+def test_session_comes_back_after_tmux_server_is_killed(live: Stack):
+    """The named session should be back, on a new tmux server, soon after the server is killed."""
+    old = live.exec("tmux", "-N", "display-message", "-p", "#{pid}").stdout.strip()
+    live.exec("tmux", "-N", "kill-server")
+    wait_for(live.session_exists, 20, "the tmux session to come back after kill-server")
+    new = live.exec("tmux", "-N", "display-message", "-p", "#{pid}").stdout.strip()
+    assert new and new != old, f"tmux server pid {old} -> {new}: it was not restarted"
+    live.wait_healthy(60)
+
+
+def test_jupyter_restarts_after_being_killed(live: Stack):
+    """Jupyter killed inside the container should be restarted by supervisord, with the same token."""
+    token = live.token()
+    before = json.loads(live.exec(*SUPERVISORCTL, "pid", "jupyter").stdout or "0")
+    live.exec("kill", "-KILL", str(before))
+    wait_for(lambda: int(live.exec(*SUPERVISORCTL, "pid", "jupyter", check=False).stdout.strip() or 0)
+             not in (0, before), 30, "supervisord to start a new Jupyter process")
+    live.wait_api(token, 60)
+    assert live.token() == token
+    assert live.api_status("wrong-" + token) in (401, 403)
+
+
+def test_hung_jupyter_is_healed_and_keeps_its_kernels(live: Stack):
+    """A Jupyter that stops answering (SIGSTOP) should be killed by the watchdog and replaced; kernels kept."""
+    token = live.token()
+    kernel_id = api(live.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    with KernelConnection(live.base_url, token, kernel_id) as c:
+        c.execute("kept = 'still here'")
+    hung = live.program_pid("jupyter")
+    live.exec("kill", "-STOP", str(hung))
+    wait_for(lambda: live.program_pid("jupyter") not in (0, hung), 60, "the watchdog to replace the hung server")
+    live.wait_api(token, 60)
+    assert "hangs: killing it" in live.logs()
+    with KernelConnection(live.base_url, token, kernel_id) as c:
+        assert c.execute("print(kept)")["stdout"] == "still here\n"
+    api(live.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
+
+def test_fatal_program_hands_the_container_to_docker(make_stack):
+    """A program that goes FATAL should end supervisord, so Docker restarts the container and it heals."""
+    stack: Stack = make_stack()
+    stack.up()
+    stack.wait_healthy()
+    # Break Jupyter's start (its token file unreadable) until the container starts afresh.
+    stack.exec("chmod", "000", "/var/lib/persistent-notebooks/run/token")
+    stack.exec("kill", "-KILL", str(stack.program_pid("jupyter")))
+    wait_for(lambda: stack.inspect()["RestartCount"] >= 1, 120, "Docker to restart the container")
+    stack.wait_healthy(120)
+    logs = stack.logs()
+    assert "'jupyter' is FATAL" in logs or "gave up: jupyter" in logs, logs[-3000:]
+
+
+def test_out_of_memory_takes_a_kernel_not_jupyter(make_stack):
+    """Under NOTEBOOK_MEMORY_LIMIT the OOM killer should pick the greedy kernel, never Jupyter or supervisord."""
+    stack: Stack = make_stack(NOTEBOOK_MEMORY_LIMIT="600m")
+    stack.up()
+    stack.wait_healthy()
+    token = stack.token()
+    kernel_id = api(stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    jupyter, keeper = stack.program_pid("jupyter"), stack.program_pid("kernel-keeper")
+    for pid in (jupyter, keeper, 1):
+        assert stack.exec("cat", f"/proc/{pid}/oom_score_adj").stdout.strip() == "0"
+    with KernelConnection(stack.base_url, token, kernel_id) as c:
+        pid = c.execute("import os; print(os.getpid())")["stdout"].strip()
+        assert stack.exec("cat", f"/proc/{pid}/oom_score_adj").stdout.strip() == "800"
+        c.submit("hog = bytearray(2 * 2**30)")  # more than the whole container may have
+    wait_for(lambda: stack.exec("kill", "-0", pid, check=False).returncode != 0, 60, "the OOM killer to act")
+    assert stack.program_pid("jupyter") == jupyter and stack.program_pid("kernel-keeper") == keeper, \
+        "the OOM killer took Jupyter or the keeper"
+    stack.wait_api(token, 30)
+    assert stack.health() == "healthy"

@@ -18,11 +18,13 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError
 
+from . import paths
 from .keeperclient import KEEPER
 
 ACK_DELAY = 0.5
 CATCH_UP = 2.0  # seconds to wait for the keeper to have the first live message
 DELIM = b"<IDS|MSG>"
+KEEPING = paths.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
 
 
 def msg_id_of(msg_list: list) -> str | None:
@@ -34,6 +36,8 @@ def msg_id_of(msg_list: list) -> str | None:
 
 
 class KeptOutputConnection(ZMQChannelsWebsocketConnection):
+    """Jupyter's ZMQ websocket connection with the kept output first and acknowledgements after."""
+
     _held: list | None = None
     _held_event: asyncio.Event | None = None
     _replay_task: asyncio.Future | None = None
@@ -42,8 +46,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     def connect(self):
         connected = super().connect()
-        if connected is None:
-            return None
+        if connected is None or not KEEPING:
+            return connected
         if self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0) <= 1:
             self._held, self._held_event = [], asyncio.Event()
             connected.add_done_callback(
@@ -54,7 +58,7 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     def handle_outgoing_message(self, stream, outgoing_msg):
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
-        if channel != "iopub":
+        if channel != "iopub" or not KEEPING:
             return super().handle_outgoing_message(stream, outgoing_msg)
         msg_id = msg_id_of(outgoing_msg)
         if self._held is not None:

@@ -119,6 +119,8 @@ class KernelOutput:
             parent = json.loads(frames[i + 3])
             if parent.get("msg_type") not in UNTRACKED_PARENTS:
                 self.execution_state = json.loads(frames[i + 5]).get("execution_state", self.execution_state)
+        if self.limit <= 0:  # NOTEBOOK_AWAY_BUFFER=0: keep nothing
+            return
         if msg_id == self.pending_ack:  # a client already has it, and everything before it
             self.pending_ack = None
             self.clear()

@@ -78,7 +78,7 @@ class KeeperClient:
         async def send():
             try:
                 (await self._connection()).write(data)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.debug("kernel keeper unreachable for %s: %s", op, exc)
         try:
             asyncio.get_running_loop()
@@ -90,7 +90,7 @@ class KeeperClient:
         """The kept output of a kernel: everything not yet delivered, or what came after msg_id `after`."""
         try:
             _, payload = await self.request("fetch", kernel_id=kernel_id, after=after)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.warning("kernel keeper unreachable, no kept output for %s: %s", kernel_id, exc)
             return []
         return unpack_messages(payload)
