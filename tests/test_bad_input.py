@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.error
+import urllib.request
 
 import pytest
 from stack import Stack, wait_for
 
 
 def port_refuses(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+    """Nothing answers HTTP on the port (Docker's proxy may accept the connection, then drop it)."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5)
+    except urllib.error.HTTPError:
+        return False  # something answered
+    except OSError:
+        return True
+    return False
 
 
 def refused(stack: Stack, *expected: str) -> str:

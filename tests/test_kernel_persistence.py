@@ -31,7 +31,7 @@ def client(stack: Stack, *args: str) -> dict:
     """Run kernelclient.py as a separate process, as a separate VSCode window would be."""
     result = subprocess.run([*CLIENT, stack.base_url, stack.token(), *args], capture_output=True,
                             text=True, timeout=120)
-    assert result.returncode == 0, f"client failed: {result.stderr}"
+    assert result.returncode == 0, f"client failed: {result.stderr}\nserver log:\n{stack.logs()[-4000:]}"
     return json.loads(result.stdout)
 
 

@@ -290,7 +290,7 @@ def test_out_of_memory_takes_a_kernel_not_jupyter(make_stack):
     with KernelConnection(stack.base_url, token, kernel_id) as c:
         pid = c.execute("import os; print(os.getpid())")["stdout"].strip()
         assert stack.exec("cat", f"/proc/{pid}/oom_score_adj").stdout.strip() == "800"
-        c.submit("hog = bytearray(2 * 2**30)")  # more than the whole container may have
+        c.submit("hog = b'x' * (2 * 2**30)")  # written, so really held: more than the container may have
     wait_for(lambda: stack.exec("kill", "-0", pid, check=False).returncode != 0, 60, "the OOM killer to act")
     assert stack.program_pid("jupyter") == jupyter and stack.program_pid("kernel-keeper") == keeper, \
         "the OOM killer took Jupyter or the keeper"

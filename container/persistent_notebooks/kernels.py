@@ -188,6 +188,9 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         self.adopt_kernels()
 
     def adopt_kernels(self) -> None:
+        app = self.parent
+        if getattr(app, "show_config", False) or getattr(app, "show_config_json", False):
+            return  # `jupyter-server --show-config` starts no server: it must not touch the kernels
         records = paths.all_records()
         if not records:
             return
