@@ -48,7 +48,7 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         connected = super().connect()
         if connected is None or not KEEPING:
             return connected
-        if self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0) <= 1:
+        if self._alone():
             self._held, self._held_event = [], asyncio.Event()
             connected.add_done_callback(
                 lambda _: setattr(self, "_replay_task", asyncio.ensure_future(self._replay())))
@@ -105,7 +105,9 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             await self._held_event.wait()
             first = self._held[0][0]
             deadline = asyncio.get_running_loop().time() + CATCH_UP
-            while first not in sent and first is not None:
+            # Only while no other client connects: another client's acknowledgements let the keeper
+            # drop what it delivered, so the keeper's record could no longer meet the live stream.
+            while first not in sent and first is not None and self._alone():
                 more = await KEEPER.fetch(self.kernel_id, after=last)
                 ids = [msg_id_of(m) for m in more]
                 if first in ids:
@@ -113,7 +115,6 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                     break
                 if asyncio.get_running_loop().time() > deadline:
                     self.log.warning("kernel keeper lags behind kernel %s; going live", self.kernel_id)
-                    last = self._send_all(more, sent) or last
                     break
                 await asyncio.sleep(0.02)
         except asyncio.CancelledError:
@@ -122,6 +123,9 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             self.log.exception("Replaying kept output to kernel %s failed; going live", self.kernel_id)
         finally:
             self._go_live(sent)
+
+    def _alone(self) -> bool:
+        return self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0) <= 1
 
     def _send_all(self, messages: list, sent: set) -> str | None:
         last = None
