@@ -23,6 +23,7 @@ from .keeperclient import KEEPER
 
 ACK_DELAY = 0.5
 CATCH_UP = 2.0  # seconds to wait for the keeper to have the first live message
+REPLAYED_FOR = 30.0
 DELIM = b"<IDS|MSG>"
 KEEPING = paths.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
 
@@ -43,6 +44,11 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     _replay_task: asyncio.Future | None = None
     _last_sent: str | None = None
     _ack_handle = None
+    # Sent from the keeper, and maybe still to come on the live stream: skipped there (each once).
+    # The keeper may have joined the kernel's output later than this connection (after a restart),
+    # so the overlap can start after live-only messages: the set is kept until emptied, or for
+    # REPLAYED_FOR seconds.
+    _replayed: set | None = None
 
     def connect(self):
         connected = super().connect()
@@ -64,6 +70,9 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         if self._held is not None:
             self._held.append((msg_id, outgoing_msg))
             self._held_event.set()
+            return None
+        if self._replayed and msg_id in self._replayed:
+            self._replayed.discard(msg_id)
             return None
         super().handle_outgoing_message(stream, outgoing_msg)
         self._sent(msg_id)
@@ -147,11 +156,17 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     def _go_live(self, sent: set) -> None:
         held, self._held = self._held or [], None
+        if sent:
+            self._replayed = sent
+            IOLoop.current().call_later(REPLAYED_FOR, setattr, self, "_replayed", None)
         stream = self.channels.get("iopub")
-        for msg_id, msg_list in held:
-            if msg_id not in sent and stream is not None and not stream.closed():
-                super().handle_outgoing_message(stream, msg_list)
-                self._sent(msg_id)
+        for _, msg_list in held:
+            if stream is None or stream.closed():
+                break
+            try:
+                self.handle_outgoing_message(stream, msg_list)
+            except Exception:  # noqa: BLE001 - one bad message must not lose the ones after it
+                self.log.exception("Could not send a message of kernel %s", self.kernel_id)
 
     # --- closing ---------------------------------------------------------------------------------
 
