@@ -321,13 +321,12 @@ def run(args: argparse.Namespace) -> dict:
                 stack.down()
             progress(f"start-up {i + 1}/{runs}: floor")
             floor = Floor(client, image)
+            floors.append(floor)  # removed at the end even if it never answers
             floor_200.append(first_200(floor.base_url, floor.token, floor.started))
             floor.container.reload()
             floor_inside.append(since_container_start(floor.container.attrs))
             if i < runs - 1:
-                floor.remove()
-            else:
-                floors.append(floor)
+                floors.pop().remove()
         results["startup_s"] = {"stack_to_healthy": summary(up_healthy), "stack_to_first_200": summary(up_200),
                                 "floor_to_first_200": summary(floor_200),
                                 "ratio_first_200": statistics.median(up_200) / statistics.median(floor_200),
