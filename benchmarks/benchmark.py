@@ -63,7 +63,8 @@ class Floor:
         self.container = client.containers.run(
             image, FLOOR_ARGS, entrypoint=["jupyter"], detach=True, healthcheck={"test": ["NONE"]},
             # Stock Jupyter: none of the image's settings (kernel adoption, kept output, token file).
-            environment={"JUPYTER_TOKEN": self.token, "JUPYTER_NO_CONFIG": "1"}, ports={"8888/tcp": ("127.0.0.1", self.port)},
+            environment={"JUPYTER_TOKEN": self.token, "JUPYTER_NO_CONFIG": "1"},
+            ports={"8888/tcp": ("127.0.0.1", self.port)},
             labels={"persistent-notebooks.benchmark": "floor"},
         )
 
