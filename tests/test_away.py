@@ -34,16 +34,22 @@ def wait_idle(stack: Stack, kernel_id: str) -> None:
              "the cell to finish (kernel idle, as the keeper sees it)", interval=0.2)
 
 
+def run_then_drop(stack: Stack, kernel: str, seconds: float) -> tuple[str, dict, str]:
+    """Client A runs the counting cell, reads its output for `seconds`, then drops: (msg_id, seen, session)."""
+    a = KernelConnection(stack.base_url, stack.token(), kernel)
+    msg_id = a.submit(COUNT)
+    seen = a.follow(msg_id, seconds=seconds)
+    a.close()
+    return msg_id, seen, a.session
+
+
 def test_output_while_away_reaches_a_new_session(stack: Stack, kernel: str):
     """A new session following the cell should get every line printed after the old client dropped."""
     token = stack.token()
-    a = KernelConnection(stack.base_url, token, kernel)
-    msg_id = a.submit(COUNT)
-    seen = a.follow(msg_id, seconds=1)
-    a.close()
+    msg_id, seen, old_session = run_then_drop(stack, kernel, 1)
     time.sleep(2)  # the scenario: away for 2 s while the cell goes on printing
     with KernelConnection(stack.base_url, token, kernel) as b:
-        assert b.session != a.session
+        assert b.session != old_session
         later = b.follow(msg_id)
     got = numbers(seen["stdout"]) + numbers(later["stdout"])
     assert got == list(range(LINES)), f"first client {numbers(seen['stdout'])}, new session {numbers(later['stdout'])}"
@@ -53,10 +59,7 @@ def test_output_while_away_reaches_a_new_session(stack: Stack, kernel: str):
 def test_output_while_away_after_the_cell_ended(stack: Stack, kernel: str):
     """A new session that connects after the cell ended should get every line and the idle status."""
     token = stack.token()
-    a = KernelConnection(stack.base_url, token, kernel)
-    msg_id = a.submit(COUNT)
-    seen = a.follow(msg_id, seconds=1)
-    a.close()
+    msg_id, seen, _ = run_then_drop(stack, kernel, 1)
     wait_idle(stack, kernel)
     with KernelConnection(stack.base_url, token, kernel) as b:
         later = b.follow(msg_id)
@@ -69,12 +72,9 @@ def test_output_while_away_after_the_cell_ended(stack: Stack, kernel: str):
 def test_same_session_reconnecting_gets_nothing_twice(stack: Stack, kernel: str):
     """The same session reconnecting should get each line once."""
     token = stack.token()
-    a = KernelConnection(stack.base_url, token, kernel)
-    msg_id = a.submit(COUNT)
-    seen = a.follow(msg_id, seconds=1.5)
-    a.close()
+    msg_id, seen, session = run_then_drop(stack, kernel, 1.5)
     time.sleep(1)
-    with KernelConnection(stack.base_url, token, kernel, session=a.session) as again:
+    with KernelConnection(stack.base_url, token, kernel, session=session) as again:
         later = again.follow(msg_id)
     assert numbers(seen["stdout"]) + numbers(later["stdout"]) == list(range(LINES)), later["stdout"]
 
