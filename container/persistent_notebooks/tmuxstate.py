@@ -3,9 +3,9 @@
   python -m persistent_notebooks.tmuxstate keep-session   (supervised) create the session when it is
         missing, from the last save when the tmux server is new (container start, kill-server), then
         wait as a control-mode client until the session or the server goes
-  python -m persistent_notebooks.tmuxstate saver          (supervised) save every SAVE_INTERVAL
-        seconds and once more when stopped (supervisord stops it first, while tmux still runs)
-  python -m persistent_notebooks.tmuxstate save | restore
+  python -m persistent_notebooks.tmuxstate save           save the session now (supervisord's
+        tmux-saver runs it every 30 s and once more when it is stopped, while tmux still runs)
+  python -m persistent_notebooks.tmuxstate restore
 
 What is saved, as tmux-resurrect does: each window's index, name (and whether tmux names it), layout
 and size, and for each pane its index, working directory and the last SCROLLBACK_LINES lines of its
@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,6 @@ from contextlib import contextmanager
 
 from . import paths
 
-SAVE_INTERVAL = 30
 SCROLLBACK_LINES = 10_000
 WORKSPACE = os.environ.get("NOTEBOOK_WORKSPACE", "/workspace")
 # Server-wide marker: the session was made on this tmux server already. Its absence means a new
@@ -198,29 +196,13 @@ def keep_session() -> int:
     return 0
 
 
-def saver() -> int:
-    name = session_name()
-    signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    if not restore_enabled():
-        signal.sigwait(signals)
-        return 0
-    while True:
-        stop = signal.sigtimedwait(signals, SAVE_INTERVAL)
-        started = time.process_time()
-        if save(name) and stop is not None:
-            log(f"saved tmux session {name!r} ({(time.process_time() - started) * 1000:.0f} ms CPU)")
-        if stop is not None:
-            return 0
-
-
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command == "keep-session":
         return keep_session()
-    if command == "saver":
-        return saver()
     if command == "save":
+        if not restore_enabled():
+            return 0  # TMUX_RESTORE=false: nothing is saved
         return 0 if save(session_name()) else 1
     if command == "restore":
         return 0 if restore(session_name()) else 1
