@@ -88,6 +88,7 @@ class Stack:
     def __init__(self, workspace: Path, image: str, env_file: Path, override: Path | None = None,
                  **variables: str) -> None:
         self.override = override  # an extra compose file, as a user's compose.override.yaml would be
+        self.compose_file = COMPOSE_FILE  # another checkout's copy, for tests of the default workspace
         self.project = f"pntest-{uuid.uuid4().hex[:10]}"
         self.port_chosen = "NOTEBOOK_PORT" not in variables  # a free port of our choosing
         self.port = int(variables.pop("NOTEBOOK_PORT", free_port()))
@@ -109,7 +110,7 @@ class Stack:
         return env
 
     def command(self, *args: str) -> list[str]:
-        files = [COMPOSE_FILE, *([self.override] if self.override else [])]
+        files = [self.compose_file, *([self.override] if self.override else [])]
         return ["docker", "compose", "--env-file", str(self.env_file),
                 *[arg for f in files for arg in ("-f", str(f))], "-p", self.project, *args]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
-from stack import Stack, owned_folder
+from stack import COMPOSE_FILE, Stack, owned_folder
 
 ENV_TOKEN = "test-token-from-env-0123456789abcdef"
 
@@ -72,3 +73,22 @@ def test_other_host_uid_owns_the_files(make_stack, image_tags, test_image):
     stack.exec("touch", "/workspace/mine")
     st = (stack.workspace / "mine").stat()
     assert (st.st_uid, st.st_gid) == (4321, 4322), f"owned by {st.st_uid}:{st.st_gid}"
+
+
+def test_root_owned_default_workspace_is_handed_over(make_stack, tmp_path):
+    """A default ./workspace owned by root (a clone made by root) should be handed to HOST_UID by `check`."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to make a root-owned folder")
+    checkout = tmp_path / "checkout"
+    (checkout / "workspace").mkdir(parents=True)  # root's, as after `sudo git clone`
+    shutil.copy(COMPOSE_FILE, checkout / "compose.yaml")
+    stack: Stack = make_stack()
+    stack.compose_file = checkout / "compose.yaml"
+    del stack.variables["WORKSPACE"]  # the default, ./workspace beside that compose.yaml
+    stack.up()
+    stack.wait_healthy()
+    st = (checkout / "workspace").stat()
+    expected = (int(stack.variables["HOST_UID"]), int(stack.variables["HOST_GID"]))
+    assert (st.st_uid, st.st_gid) == expected, f"./workspace is {st.st_uid}:{st.st_gid}, not {expected}"
+    stack.exec("touch", "/workspace/made-inside")
+    assert (checkout / "workspace" / "made-inside").stat().st_uid == expected[0]
