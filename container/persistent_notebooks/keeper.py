@@ -131,11 +131,15 @@ class KernelOutput:
         self.index[msg_id] = self.seq
         self.size += size
         while self.size > self.limit and len(self.messages) > 1:
-            _, old_id, _, old_size = self.messages.popleft()
-            del self.index[old_id]
-            self.size -= old_size
             self.dropped += 1
-            self.dropped_bytes += old_size - OVERHEAD
+            self.dropped_bytes += self.drop_oldest() - OVERHEAD
+
+    def drop_oldest(self) -> int:
+        """Forget the oldest kept message; return its counted size."""
+        _, old_id, _, old_size = self.messages.popleft()
+        del self.index[old_id]
+        self.size -= old_size
+        return old_size
 
     def clear(self) -> None:
         self.messages.clear()
@@ -149,9 +153,7 @@ class KernelOutput:
             self.pending_ack = msg_id
             return
         while self.messages and self.messages[0][0] <= seq:
-            _, old_id, _, old_size = self.messages.popleft()
-            del self.index[old_id]
-            self.size -= old_size
+            self.drop_oldest()
         self.dropped = self.dropped_bytes = 0
 
     def fetch(self, after: str | None) -> list[list[bytes]]:

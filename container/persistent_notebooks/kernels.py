@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -116,7 +117,7 @@ class PersistentProvisioner(LocalProvisioner):
     # signalled through its process group; tini reaps it when it exits.
 
     def _adopted_alive(self) -> bool:
-        return bool(self.adopted and self.pid) and paths.process_start_time(self.pid) == self.start_time
+        return self.adopted and paths.kernel_alive({"pid": self.pid, "start_time": self.start_time})
 
     @property
     def has_process(self) -> bool:
@@ -130,8 +131,6 @@ class PersistentProvisioner(LocalProvisioner):
     async def wait(self):
         if self.process is not None or not self.adopted:
             return await super().wait()
-        import asyncio
-
         while self._adopted_alive():
             await asyncio.sleep(0.1)
         self.adopted = False
