@@ -15,7 +15,7 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     ca=(); if [ -s /run/secrets/ca_bundle ]; then ca=(-o Acquire::https::CAInfo=/run/secrets/ca_bundle); fi \
     && apt-get "${ca[@]}" update \
     && DEBIAN_FRONTEND=noninteractive apt-get "${ca[@]}" install -y --no-install-recommends \
-        ca-certificates less passwd procps python3 python3-venv tini tmux \
+        ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
     && rm -rf /var/lib/apt/lists/* \
     && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }'
 
@@ -49,6 +49,29 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /opt/persistent-notebooks/src \
     && rm -rf /opt/persistent-notebooks/src
 
+# Extending the image without editing it (build arguments, set in .env, then
+# `docker compose up -d --build`): Debian packages, and a requirements file at the top of the
+# checkout installed into the notebook environment, our pins kept as constraints. Here, after the
+# slow layers, so that changing either rebuilds only what follows.
+ARG EXTRA_APT_PACKAGES=""
+# hadolint ignore=DL3008,SC2086
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    if [ -n "${EXTRA_APT_PACKAGES// }" ]; then \
+        ca=(); if [ -s /run/secrets/ca_bundle ]; then ca=(-o Acquire::https::CAInfo=/run/secrets/ca_bundle); fi \
+        && apt-get "${ca[@]}" update \
+        && DEBIAN_FRONTEND=noninteractive apt-get "${ca[@]}" install -y --no-install-recommends ${EXTRA_APT_PACKAGES} \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+ARG EXTRA_PIP_REQUIREMENTS=""
+COPY container/no-extra-requirements ${EXTRA_PIP_REQUIREMENTS} /opt/persistent-notebooks/extra/
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    if [ -n "${EXTRA_PIP_REQUIREMENTS}" ]; then \
+        if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+        && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+            -c /opt/persistent-notebooks/requirements.txt \
+            -r "/opt/persistent-notebooks/extra/$(basename "${EXTRA_PIP_REQUIREMENTS}")"; \
+    fi
+
 COPY supervisord.conf /etc/persistent-notebooks/supervisord.conf
 COPY container/run_supervisord.py container/watchdog.py /usr/local/lib/persistent-notebooks/
 COPY container/tmux.conf /etc/tmux.conf
@@ -80,7 +103,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_CERT=/var/lib/persistent-notebooks/ca-bundle.pem \
     CURL_CA_BUNDLE=/var/lib/persistent-notebooks/ca-bundle.pem \
     NODE_EXTRA_CA_CERTS=/var/lib/persistent-notebooks/ca-bundle.pem \
-    TMUX_SESSION=persistent-notebooks \
+    UV_CACHE_DIR=/var/lib/persistent-notebooks/uv/cache \
+    UV_PYTHON_INSTALL_DIR=/var/lib/persistent-notebooks/uv/python \
     SHELL=/bin/bash \
     LANG=C.UTF-8
 

@@ -44,6 +44,9 @@ def configure(c) -> None:
     c.KernelProvisionerFactory.default_provisioner_name = "persistent-local-provisioner"
     c.ServerApp.kernel_websocket_connection_class = "persistent_notebooks.connection.KeptOutputConnection"
     c.SessionManager.database_filepath = str(paths.SESSIONS_DB)
+    # Every environment made with `notebookctl env create`, and every .venv with ipykernel under the
+    # workspace, is offered as a kernel (and so in VSCode's kernel picker).
+    c.ServerApp.kernel_spec_manager_class = "persistent_notebooks.envs.EnvironmentKernelSpecManager"
 
     # --- tuned through .env (checked at start by `notebookctl check`) ------------------------------
     # Read so that no value can raise: an exception here would make Jupyter skip this whole file.

@@ -65,6 +65,22 @@ def exec_in(args: Sequence[str], project: str | None = None, tty: bool = False) 
     return compose("exec", *flags, SERVICE, *args, project=project, check=False, capture=not tty)
 
 
+def pass_through(command: str, usage: str) -> int:
+    """Run `notebookctl COMMAND ARGS...` in the stack's container, its output straight to ours."""
+    args = sys.argv[1:]
+    if args[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    project = None
+    if args[:1] in (["-p"], ["--project"]):
+        if len(args) < 2:
+            raise Fail("-p needs a compose project name")
+        project, args = args[1], args[2:]
+    container_id(project)  # a clear message when the stack is down
+    return compose("exec", "-T", SERVICE, "notebookctl", command, *args, project=project, capture=False,
+                   check=False).returncode
+
+
 def health(project: str | None = None) -> str:
     cid = container_id(project)
     out = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", cid],

@@ -78,7 +78,7 @@ def test_config_does_not_depend_on_who_runs_compose():
                for user in ("alice", "root", "john.doe")]
     assert configs[0] == configs[1] == configs[2], "the container's config changes with the caller"
     assert "TMUX_SESSION" not in {k for k, v in configs[0]["services"]["notebooks"]["environment"].items()
-                                  if v is not None}, "the default session name must come from the image only"
+                                  if v is not None}, "the default session name must come from notebookctl only"
 
 
 def test_checkouts_in_other_folders_get_stacks_of_their_own(tmp_path):
@@ -117,6 +117,20 @@ def test_memory_limit_is_optional_and_applies():
     assert not compose_config()["services"]["notebooks"].get("mem_limit")
     limited = compose_config({"NOTEBOOK_MEMORY_LIMIT": "2g"})["services"]["notebooks"]
     assert int(limited["mem_limit"]) == 2 * 2**30
+
+
+def test_gpu_override_requests_nvidia_gpus():
+    """compose.gpu.yaml should pass `docker compose config` and request all NVIDIA GPUs for notebooks only."""
+    clean = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", "/dev/null", "-f", str(COMPOSE_FILE), "-f", str(REPO / "compose.gpu.yaml"),
+         "config", "--format", "json"], capture_output=True, text=True, env=clean)
+    assert result.returncode == 0, f"docker compose config refused compose.gpu.yaml:\n{result.stderr}"
+    services = json.loads(result.stdout)["services"]
+    devices = services["notebooks"]["deploy"]["resources"]["reservations"]["devices"]
+    assert [(d["driver"], d["count"], "gpu" in d["capabilities"]) for d in devices] == [("nvidia", -1, True)], devices
+    assert "deploy" not in services["check"], "the one-shot check needs no GPU"
+    assert services["notebooks"]["environment"] == compose_config()["services"]["notebooks"]["environment"]
 
 
 def tool(name: str) -> str:

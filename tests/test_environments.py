@@ -1,0 +1,171 @@
+"""Python environments as kernels (notebookctl env, discovered .venv folders) and the kernel list with
+memory (notebookctl kernels), on a stack of this module's own: it is taken down and up, and
+`kernels stop --idle-for` would stop other tests' kernels on a shared one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from conftest import TEST_GID, TEST_UID
+from kernelclient import KernelConnection, api, shutdown_kernel
+from stack import Stack, owned_folder, wait_for
+
+ENVS = "/var/lib/persistent-notebooks/envs"
+# Small, pure Python, and not in the image's own environment.
+PACKAGE, MODULE = "iniconfig==2.1.0", "iniconfig"
+
+
+@pytest.fixture(scope="module")
+def env_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
+    workspace = owned_folder(tmp_path_factory.mktemp("envs") / "workspace", TEST_UID, TEST_GID)
+    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+    del stack.variables["TMUX_SESSION"]  # the default, as a user without .env has it
+    try:
+        stack.up()
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.down()
+
+
+def notebookctl(stack: Stack, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    return stack.exec("notebookctl", *args, check=check, timeout=timeout)
+
+
+def kernelspecs(stack: Stack) -> dict:
+    return api(stack.base_url, stack.token(), "/api/kernelspecs")["kernelspecs"]
+
+
+def run_in(stack: Stack, kernel_name: str, code: str) -> dict:
+    """Start a kernel of this kernelspec, run code in it, shut it down; the output."""
+    token = stack.token()
+    kernel_id = api(stack.base_url, token, "/api/kernels", "POST", {"name": kernel_name})["id"]
+    try:
+        with KernelConnection(stack.base_url, token, kernel_id) as kernel:
+            return kernel.execute(code)
+    finally:
+        shutdown_kernel(stack.base_url, token, kernel_id)
+
+
+def test_default_session_name_without_settings(env_stack: Stack):
+    """Container should run the tmux session persistent-notebooks when TMUX_SESSION is not set."""
+    assert "TMUX_SESSION" not in env_stack.variables
+    assert env_stack.session_exists("persistent-notebooks"), env_stack.exec("tmux", "-N", "ls", check=False).stdout
+
+
+def test_env_create_offers_a_kernel_in_that_environment(env_stack: Stack):
+    """env create should make a kernel that runs in the new environment and imports its package."""
+    made = notebookctl(env_stack, "env", "create", "tools", PACKAGE)
+    assert made.stdout.strip() == "tools", made.stdout + made.stderr
+    spec = kernelspecs(env_stack).get("tools")
+    assert spec, f"kernel 'tools' not offered: {sorted(kernelspecs(env_stack))}"
+    assert spec["spec"]["display_name"].endswith("(tools)")
+    out = run_in(env_stack, "tools", f"import sys, {MODULE}; print(sys.prefix)")
+    assert out["error"] is None, out
+    assert out["stdout"].strip() == f"{ENVS}/tools", out
+    base = run_in(env_stack, "python3", f"import {MODULE}")
+    assert base["error"] and "ModuleNotFoundError" in base["error"], f"the base kernel imported {MODULE}: {base}"
+    listed = json.loads(notebookctl(env_stack, "env", "list", "--json").stdout)
+    assert {"kernel": "tools", "source": "env"}.items() <= next(e for e in listed if e["kernel"] == "tools").items()
+
+
+def test_env_create_of_a_missing_package_leaves_nothing(env_stack: Stack):
+    """env create with a package that does not exist should fail clearly and leave no environment or kernel."""
+    result = notebookctl(env_stack, "env", "create", "ghost", "no-such-package-persistent-notebooks==1.0",
+                         check=False)
+    assert result.returncode != 0
+    assert "no-such-package-persistent-notebooks" in result.stderr, result.stderr
+    assert "could not install the packages" in result.stderr and "Nothing was left behind" in result.stderr
+    left = env_stack.exec("ls", "-A", ENVS).stdout.split()
+    assert "ghost" not in left and not [n for n in left if n.startswith(".")], f"left behind in {ENVS}: {left}"
+    assert "ghost" not in kernelspecs(env_stack)
+    bad = notebookctl(env_stack, "env", "create", "Bad Name", check=False)
+    assert bad.returncode == 1 and "not a valid environment name" in bad.stderr, bad.stderr
+
+
+def test_workspace_venv_is_discovered_and_forgotten(env_stack: Stack):
+    """A .venv with ipykernel made by hand under /workspace should be a kernel until it is deleted."""
+    venv = "/workspace/proj/.venv"
+    ipykernel = env_stack.exec("/opt/venv/bin/python", "-c",
+                               "import importlib.metadata as m; print(m.version('ipykernel'))").stdout.strip()
+    env_stack.exec("uv", "venv", "--quiet", "--python", "/usr/bin/python3", venv)
+    env_stack.exec("uv", "pip", "install", "--quiet", "--python", f"{venv}/bin/python", f"ipykernel=={ipykernel}",
+                   timeout=300)
+    env_stack.exec("uv", "venv", "--quiet", "--python", "/usr/bin/python3", "/workspace/bare/.venv")
+    specs = wait_for(lambda: (s := kernelspecs(env_stack)) and "venv-proj" in s and s, 15,
+                     "the kernel venv-proj of /workspace/proj/.venv to be offered")
+    assert "venv-bare" not in specs, "a .venv without ipykernel is offered as a kernel"
+    out = run_in(env_stack, "venv-proj", "import sys; print(sys.prefix)")
+    assert out["stdout"].strip() == venv, out
+    env_stack.exec("rm", "-rf", "/workspace/proj", "/workspace/bare")
+    wait_for(lambda: "venv-proj" not in kernelspecs(env_stack), 15, "venv-proj to disappear once deleted")
+
+
+def test_kernels_list_memory_and_stop_only_the_idle(env_stack: Stack):
+    """kernels should show notebooks and memory (200 MB held shows), and stop --idle-for only the idle one."""
+    token = env_stack.token()
+
+    def session(path: str) -> str:
+        body = {"path": path, "type": "notebook", "name": path, "kernel": {"name": "python3"}}
+        return api(env_stack.base_url, token, "/api/sessions", "POST", body)["kernel"]["id"]
+
+    holder, worker = session("holder.ipynb"), session("sub/worker.ipynb")
+    with KernelConnection(env_stack.base_url, token, holder) as a, \
+            KernelConnection(env_stack.base_url, token, worker) as b:
+        assert a.execute("held = b'x' * (200 * 2**20); import os; print(os.getpid())")["error"] is None
+        busy = b.submit("import time; time.sleep(300)")
+        b.follow(busy, seconds=1)
+        rows = {r["id"]: r for r in json.loads(notebookctl(env_stack, "kernels", "--json").stdout)["kernels"]}
+        assert rows[holder]["notebooks"] == ["holder.ipynb"] and rows[worker]["notebooks"] == ["sub/worker.ipynb"]
+        assert rows[holder]["pss"] >= 200 * 2**20 and rows[holder]["rss"] >= 200 * 2**20, rows[holder]
+        assert rows[worker]["pss"] < 200 * 2**20, rows[worker]
+        assert rows[worker]["state"] == "busy", rows[worker]
+        # An independent reading of the same process: the kernel's own smaps_rollup.
+        rollup = env_stack.exec("cat", f"/proc/{rows[holder]['pid']}/smaps_rollup").stdout
+        pss_kib = int(next(line.split()[1] for line in rollup.splitlines() if line.startswith("Pss:")))
+        assert abs(rows[holder]["pss"] / 1024 - pss_kib) < 0.05 * pss_kib, (rows[holder]["pss"], pss_kib)
+        text = notebookctl(env_stack, "kernels").stdout
+        assert "holder.ipynb" in text and "sub/worker.ipynb" in text and "total:" in text, text
+
+        def holder_idle_for_2s():
+            row = next(r for r in json.loads(notebookctl(env_stack, "kernels", "--json").stdout)["kernels"]
+                       if r["id"] == holder)
+            return (row["idle_seconds"] or 0) >= 2
+
+        wait_for(holder_idle_for_2s, 30, "the holder kernel to be idle for 2 s")
+        stopped = notebookctl(env_stack, "kernels", "stop", "--idle-for", "2s").stdout
+        assert "holder.ipynb" in stopped and "worker" not in stopped, stopped
+        left = {k["id"] for k in api(env_stack.base_url, token, "/api/kernels")}
+        assert left == {worker}, f"expected only the busy kernel left, got {left}"
+    by_path = notebookctl(env_stack, "kernels", "stop", "sub/worker.ipynb").stdout
+    assert worker[:8] in by_path, by_path
+    assert api(env_stack.base_url, token, "/api/kernels") == []
+
+
+def test_environments_outlive_down_and_up(env_stack: Stack):
+    """Environments and their kernels should still be offered and run after `down` and `up`."""
+    notebookctl(env_stack, "env", "create", "kept")
+    env_stack.compose("down")
+    env_stack.up()
+    env_stack.wait_healthy()
+    assert "kept" in kernelspecs(env_stack)
+    out = run_in(env_stack, "kept", "import sys; print(sys.prefix)")
+    assert out["stdout"].strip() == f"{ENVS}/kept", out
+    removed = notebookctl(env_stack, "env", "remove", "kept")
+    assert "removed" in removed.stdout
+    assert "kept" not in kernelspecs(env_stack)
+
+
+def test_host_helpers_reach_env_and_kernels(env_stack: Stack):
+    """scripts/env and scripts/kernels should run notebookctl's env and kernels in the stack's container."""
+    listed = env_stack.run_script("env", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert isinstance(json.loads(listed.stdout), list)
+    kernels = env_stack.run_script("kernels", "--json")
+    assert kernels.returncode == 0, kernels.stderr
+    assert "total" in json.loads(kernels.stdout)
+    status = env_stack.run_script("status")
+    assert "memory:" in status.stdout and "total: kernels" in status.stdout, status.stdout
