@@ -8,15 +8,11 @@ FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# The build may sit behind a TLS-intercepting proxy: compose hands the host's CA bundle
-# (CA_BUNDLE) in as the build secret `ca_bundle`. A secret, so it lands in no layer.
-# hadolint ignore=DL3008
+# apt-install: apt-get install without recommends, trusting the build secret `ca_bundle` (the host's
+# CA bundle, CA_BUNDLE, for TLS-intercepting proxies; a secret, so it lands in no layer).
+COPY --chmod=0755 container/apt-install /usr/local/sbin/apt-install
 RUN --mount=type=secret,id=ca_bundle,required=false \
-    ca=(); if [ -s /run/secrets/ca_bundle ]; then ca=(-o Acquire::https::CAInfo=/run/secrets/ca_bundle); fi \
-    && apt-get "${ca[@]}" update \
-    && DEBIAN_FRONTEND=noninteractive apt-get "${ca[@]}" install -y --no-install-recommends \
-        ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
-    && rm -rf /var/lib/apt/lists/* \
+    apt-install ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
     && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }'
 
 # supervisord in a venv of its own, its version pinned in container/requirements-supervisor.txt.
@@ -54,14 +50,9 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
 # checkout installed into the notebook environment, our pins kept as constraints. Here, after the
 # slow layers, so that changing either rebuilds only what follows.
 ARG EXTRA_APT_PACKAGES=""
-# hadolint ignore=DL3008,SC2086
+# hadolint ignore=SC2086
 RUN --mount=type=secret,id=ca_bundle,required=false \
-    if [ -n "${EXTRA_APT_PACKAGES// }" ]; then \
-        ca=(); if [ -s /run/secrets/ca_bundle ]; then ca=(-o Acquire::https::CAInfo=/run/secrets/ca_bundle); fi \
-        && apt-get "${ca[@]}" update \
-        && DEBIAN_FRONTEND=noninteractive apt-get "${ca[@]}" install -y --no-install-recommends ${EXTRA_APT_PACKAGES} \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi
+    if [ -n "${EXTRA_APT_PACKAGES}" ]; then apt-install ${EXTRA_APT_PACKAGES}; fi
 ARG EXTRA_PIP_REQUIREMENTS=""
 COPY container/no-extra-requirements ${EXTRA_PIP_REQUIREMENTS} /opt/persistent-notebooks/extra/
 RUN --mount=type=secret,id=ca_bundle,required=false \
