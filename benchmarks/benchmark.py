@@ -257,6 +257,9 @@ def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> 
         return max(pool.map(answer, kernel_ids)) - killed_at
 
 
+ENV_PACKAGE = "iniconfig==2.1.0"  # small, pure Python, not in the image
+
+
 def settle(stack: Stack) -> None:
     """Wait until every program is RUNNING past its startsecs, so one event is measured at a time."""
     wait_for(lambda: all("RUNNING" in line for line in stack.exec(
@@ -273,7 +276,7 @@ def image_sizes(client: docker.DockerClient, image: str, base: str) -> dict:
               "project files and user": 0}
     for layer in own:
         created = layer.get("CreatedBy", "")
-        key = ("debian packages" if "apt-get" in created else
+        key = ("debian packages" if "apt-get" in created or "apt-install" in created else
                "python venv" if "pip install" in created else "project files and user")
         groups[key] += layer["Size"]
     total = client.images.get(image).attrs["Size"]
@@ -430,6 +433,34 @@ def run(args: argparse.Namespace) -> dict:
             "restore_session_s": tmux_state["restore_session_s"],
             "restore_scrollback_s": tmux_state["restore_scrollback_s"]}
 
+        # 5c. environments: one package, uv's cache empty (cold) or filled (warm), as the user runs it
+        cold, warm = [], []
+        for i in range(runs):
+            progress(f"env create with one package, cold and warm {i + 1}/{runs}")
+            stack.exec("sh", "-c", 'rm -rf "$UV_CACHE_DIR"')
+            for times in (cold, warm):
+                started = time.monotonic()
+                stack.exec("notebookctl", "env", "create", "bench-env", ENV_PACKAGE, timeout=300)
+                times.append(time.monotonic() - started)
+                stack.exec("notebookctl", "env", "remove", "bench-env")
+        results["env_create_s"] = {"package": ENV_PACKAGE, "cold": summary(cold), "warm": summary(warm)}
+
+        # 5d. the kernel list's memory figures against the kernel's own smaps_rollup
+        progress("kernels: 200 MB held, against /proc/PID/smaps_rollup")
+        kernel_id = start_kernel(stack.base_url, token)
+        with KernelConnection(stack.base_url, token, kernel_id) as kernel:
+            kernel.execute("held = b'x' * (200 * 2**20)")
+            started = time.monotonic()
+            listing = json.loads(stack.exec("notebookctl", "kernels", "--json").stdout)
+            took = time.monotonic() - started
+        row = next(r for r in listing["kernels"] if r["id"] == kernel_id)
+        rollup = stack.exec("cat", f"/proc/{row['pid']}/smaps_rollup").stdout
+        kib = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
+        results["kernels_list"] = {"pss_mib": row["pss"] / 2**20, "rss_mib": row["rss"] / 2**20,
+                                   "smaps_pss_mib": kib["Pss"] / 1024, "smaps_rss_mib": kib["Rss"] / 1024,
+                                   "command_s": took}
+        api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
         # 6. image size
         results["image"] = image_sizes(client, image, args.base_image)
     finally:
@@ -486,6 +517,12 @@ def table(r: dict) -> str:
         f"{fmt(r['tmux_save']['saver_cpu_ms'], 'ms')} / {fmt(r['tmux_save']['tmux_server_cpu_ms'], 'ms')} | | |",
         f"| tmux restore: kill-server -> session back / all scrollback shown | "
         f"{r['tmux_save']['restore_session_s']:.3f} s / {r['tmux_save']['restore_scrollback_s']:.3f} s | | |",
+        f"| env create, one package ({r['env_create_s']['package']}): uv cache empty / warm | "
+        f"{fmt(r['env_create_s']['cold'])} / {fmt(r['env_create_s']['warm'])} | | |",
+        f"| notebookctl kernels, a kernel holding 200 MB: PSS / RSS (smaps_rollup: PSS / RSS) | "
+        f"{r['kernels_list']['pss_mib']:.1f} / {r['kernels_list']['rss_mib']:.1f} MiB "
+        f"({r['kernels_list']['smaps_pss_mib']:.1f} / {r['kernels_list']['smaps_rss_mib']:.1f}); "
+        f"the command {r['kernels_list']['command_s']:.2f} s | | |",
         f"| image size (uncompressed) | {r['image']['total_mb']:.0f} MB | | |",
         "",
         "per process, idle (PSS / RSS MiB): " + ", ".join(
