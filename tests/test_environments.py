@@ -105,7 +105,7 @@ def test_workspace_venv_is_discovered_and_forgotten(env_stack: Stack):
 
 
 def test_kernels_list_memory_and_stop_only_the_idle(env_stack: Stack):
-    """kernels should show notebooks and memory (200 MB held shows), and stop --idle-for only the idle one."""
+    """kernels should show notebooks and memory (with what a kernel started), stop --idle-for only the idle one."""
     token = env_stack.token()
 
     def session(path: str) -> str:
@@ -115,17 +115,27 @@ def test_kernels_list_memory_and_stop_only_the_idle(env_stack: Stack):
     holder, worker = session("holder.ipynb"), session("sub/worker.ipynb")
     with KernelConnection(env_stack.base_url, token, holder) as a, \
             KernelConnection(env_stack.base_url, token, worker) as b:
-        assert a.execute("held = b'x' * (200 * 2**20); import os; print(os.getpid())")["error"] is None
+        assert a.execute("held = b'x' * (200 * 2**20)")["error"] is None
+        # ... and a process it started holds 100 MB more: the kernel's figures include it.
+        child = a.execute(
+            "import subprocess, sys\n"
+            "child = subprocess.Popen([sys.executable, '-c', \"x = b'x' * (100 * 2**20); print('ready', flush=True);"
+            " import time; time.sleep(600)\"], stdout=subprocess.PIPE, text=True)\n"
+            "assert child.stdout.readline().strip() == 'ready'\nprint(child.pid)")
+        assert child["error"] is None, child
         busy = b.submit("import time; time.sleep(300)")
         b.follow(busy, seconds=1)
         rows = {r["id"]: r for r in json.loads(notebookctl(env_stack, "kernels", "--json").stdout)["kernels"]}
         assert rows[holder]["notebooks"] == ["holder.ipynb"] and rows[worker]["notebooks"] == ["sub/worker.ipynb"]
-        assert rows[holder]["pss"] >= 200 * 2**20 and rows[holder]["rss"] >= 200 * 2**20, rows[holder]
+        assert rows[holder]["pss"] >= 300 * 2**20 and rows[holder]["rss"] >= 300 * 2**20, rows[holder]
+        assert rows[holder]["processes"] == 2, rows[holder]
         assert rows[worker]["pss"] < 200 * 2**20, rows[worker]
         assert rows[worker]["state"] == "busy", rows[worker]
-        # An independent reading of the same process: the kernel's own smaps_rollup.
-        rollup = env_stack.exec("cat", f"/proc/{rows[holder]['pid']}/smaps_rollup").stdout
-        pss_kib = int(next(line.split()[1] for line in rollup.splitlines() if line.startswith("Pss:")))
+        # An independent reading of the same processes: the kernel's and its child's smaps_rollup.
+        pss_kib = 0
+        for pid in (rows[holder]["pid"], int(child["stdout"])):
+            rollup = env_stack.exec("cat", f"/proc/{pid}/smaps_rollup").stdout
+            pss_kib += int(next(line.split()[1] for line in rollup.splitlines() if line.startswith("Pss:")))
         assert abs(rows[holder]["pss"] / 1024 - pss_kib) < 0.05 * pss_kib, (rows[holder]["pss"], pss_kib)
         text = notebookctl(env_stack, "kernels").stdout
         assert "holder.ipynb" in text and "sub/worker.ipynb" in text and "total:" in text, text
