@@ -156,16 +156,22 @@ def test_kernels_list_memory_and_stop_only_the_idle(env_stack: Stack):
 
 
 def test_environments_outlive_down_and_up(env_stack: Stack):
-    """Environments and their kernels should still be offered and run after `down` and `up`."""
+    """Environments and their kernels should outlive `down` and `up`; remove waits for their kernels."""
     notebookctl(env_stack, "env", "create", "kept")
     env_stack.compose("down")
     env_stack.up()
     env_stack.wait_healthy()
     assert "kept" in kernelspecs(env_stack)
-    out = run_in(env_stack, "kept", "import sys; print(sys.prefix)")
+    token = env_stack.token()
+    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "kept"})["id"]
+    with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+        out = kernel.execute("import sys; print(sys.prefix)")
     assert out["stdout"].strip() == f"{ENVS}/kept", out
-    removed = notebookctl(env_stack, "env", "remove", "kept")
-    assert "removed" in removed.stdout
+    refused = notebookctl(env_stack, "env", "remove", "kept", check=False)
+    assert refused.returncode == 1 and kernel_id[:8] in refused.stderr, "removed under a running kernel"
+    shutdown_kernel(env_stack.base_url, token, kernel_id)
+    wait_for(lambda: notebookctl(env_stack, "env", "remove", "kept", check=False).returncode == 0, 30,
+             "env remove once its kernel is stopped")
     assert "kept" not in kernelspecs(env_stack)
 
 
