@@ -13,6 +13,7 @@ image rebuilds. `EnvironmentKernelSpecManager` offers them to Jupyter, and so to
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ WORKSPACE = Path(os.environ.get("NOTEBOOK_WORKSPACE", "/workspace"))
 WORKSPACE_DEPTH = 3
 WORKSPACE_PREFIX = "venv-"
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", ".git"}
+MAX_ENTRIES = 2000  # per folder
 # The Python of the image (the base kernel's), used unless --python says otherwise.
 DEFAULT_PYTHON = "/usr/bin/python3"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -134,7 +136,9 @@ def workspace_environments() -> list[Environment]:
         if depth >= WORKSPACE_DEPTH:
             return
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as listing:
+                # A data folder with a million files is not a project: look at its first entries only.
+                entries = sorted(itertools.islice(listing, MAX_ENTRIES), key=lambda e: e.name)
         except OSError:
             return
         for entry in entries:
