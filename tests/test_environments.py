@@ -63,9 +63,13 @@ def test_env_create_offers_a_kernel_in_that_environment(env_stack: Stack):
     spec = kernelspecs(env_stack).get("tools")
     assert spec, f"kernel 'tools' not offered: {sorted(kernelspecs(env_stack))}"
     assert spec["spec"]["display_name"].endswith("(tools)")
-    out = run_in(env_stack, "tools", f"import sys, {MODULE}; print(sys.prefix)")
+    out = run_in(env_stack, "tools", f"import shutil, subprocess, sys, {MODULE}\n"
+                 "pip = subprocess.run([sys.executable, '-m', 'pip', '--version'], capture_output=True, text=True)\n"
+                 "print(sys.prefix, shutil.which('python'), pip.stdout)")
     assert out["error"] is None, out
-    assert out["stdout"].strip() == f"{ENVS}/tools", out
+    prefix, python, pip = out["stdout"].split(maxsplit=2)
+    assert (prefix, python) == (f"{ENVS}/tools", f"{ENVS}/tools/bin/python"), out
+    assert f"{ENVS}/tools/" in pip, f"%pip would not install into the environment: {pip}"
     base = run_in(env_stack, "python3", f"import {MODULE}")
     assert base["error"] and "ModuleNotFoundError" in base["error"], f"the base kernel imported {MODULE}: {base}"
     listed = json.loads(notebookctl(env_stack, "env", "list", "--json").stdout)

@@ -240,7 +240,9 @@ def create(name: str, packages: list[str], requirements: list[str], python: str 
     try:
         # Relocatable: made under a temporary name, then renamed into place in one step, so that a
         # failure leaves nothing and the kernel list never shows a half-made environment.
-        _run([uv(), "venv", "--quiet", "--relocatable", "--python", python or DEFAULT_PYTHON, str(building)],
+        # --seed: pip in it, so that %pip install in its kernels installs into it.
+        _run([uv(), "venv", "--quiet", "--relocatable", "--seed", "--python", python or DEFAULT_PYTHON,
+              str(building)],
              f"could not make a Python {python} environment" if python else "could not make the environment")
         _run([uv(), "pip", "install", "--python", str(building / "bin" / "python"), *wanted],
              "could not install the packages")
