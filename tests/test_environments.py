@@ -67,7 +67,9 @@ def test_env_create_offers_a_kernel_in_that_environment(env_stack: Stack):
                  "pip = subprocess.run([sys.executable, '-m', 'pip', '--version'], capture_output=True, text=True)\n"
                  "print(sys.prefix, shutil.which('python'), pip.stdout)")
     assert out["error"] is None, out
-    prefix, python, pip = out["stdout"].split(maxsplit=2)
+    parts = out["stdout"].split(maxsplit=2)
+    assert len(parts) == 3, f"no pip in the environment (%pip install would fail): {out}"
+    prefix, python, pip = parts
     assert (prefix, python) == (f"{ENVS}/tools", f"{ENVS}/tools/bin/python"), out
     assert f"{ENVS}/tools/" in pip, f"%pip would not install into the environment: {pip}"
     base = run_in(env_stack, "python3", f"import {MODULE}")
