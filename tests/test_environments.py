@@ -161,6 +161,25 @@ def test_kernels_list_memory_and_stop_only_the_idle(env_stack: Stack):
     assert api(env_stack.base_url, token, "/api/kernels") == []
 
 
+def test_environment_kernel_survives_a_jupyter_crash(env_stack: Stack):
+    """A kernel of an environment should be adopted under its id, variables kept, after kill -9 of Jupyter."""
+    notebookctl(env_stack, "env", "create", "crash")
+    token = env_stack.token()
+    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "crash"})["id"]
+    try:
+        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+            assert kernel.execute("kept = 41")["error"] is None
+        before = env_stack.program_pid("jupyter")
+        env_stack.exec("kill", "-KILL", str(before))
+        wait_for(lambda: env_stack.program_pid("jupyter") not in (0, before), 30, "a new Jupyter process")
+        env_stack.wait_api(token)
+        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+            out = kernel.execute("import sys; print(kept + 1, sys.prefix)")
+        assert out["stdout"].split() == ["42", f"{ENVS}/crash"], out
+    finally:
+        shutdown_kernel(env_stack.base_url, token, kernel_id)
+
+
 def test_environments_outlive_down_and_up(env_stack: Stack):
     """Environments and their kernels should outlive `down` and `up`; remove waits for their kernels."""
     notebookctl(env_stack, "env", "create", "kept")
