@@ -16,12 +16,14 @@ from stack import Stack, owned_folder, wait_for
 ENVS = "/var/lib/persistent-notebooks/envs"
 # Small, pure Python, and not in the image's own environment.
 PACKAGE, MODULE = "iniconfig==2.1.0", "iniconfig"
+MEMORY_LIMIT = "2g"  # for the 80 % warning
 
 
 @pytest.fixture(scope="module")
 def env_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
     workspace = owned_folder(tmp_path_factory.mktemp("envs") / "workspace", TEST_UID, TEST_GID)
-    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID),
+                  NOTEBOOK_MEMORY_LIMIT=MEMORY_LIMIT)
     del stack.variables["TMUX_SESSION"]  # the default, as a user without .env has it
     try:
         stack.up()
@@ -210,3 +212,43 @@ def test_host_helpers_reach_env_and_kernels(env_stack: Stack):
     assert "total" in json.loads(kernels.stdout)
     status = env_stack.run_script("status")
     assert "memory:" in status.stdout and "total: kernels" in status.stdout, status.stdout
+
+
+def test_status_warns_past_80_percent_of_the_limit(env_stack: Stack):
+    """scripts/status should show the total and warn once the processes pass 80% of NOTEBOOK_MEMORY_LIMIT."""
+    calm = env_stack.run_script("status")
+    assert "of the 2.0 GiB limit (NOTEBOOK_MEMORY_LIMIT)" in calm.stdout and "warning" not in calm.stdout, calm.stdout
+    token = env_stack.token()
+    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    try:
+        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+            assert kernel.execute("held = b'x' * (1700 * 2**20)")["error"] is None
+        status = env_stack.run_script("status")
+        assert "warning: the container's processes hold" in status.stdout, status.stdout
+        assert "over 80%" in status.stdout and "kernels stop" in status.stdout, status.stdout
+    finally:
+        shutdown_kernel(env_stack.base_url, token, kernel_id)
+
+
+def test_kernels_show_gpu_memory_where_nvidia_smi_reports_it(env_stack: Stack):
+    """kernels should add each kernel's GPU memory from nvidia-smi, where it exists."""
+    token = env_stack.token()
+    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    smi = "/usr/local/bin/nvidia-smi"
+    try:
+        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+            pid = kernel.execute("import os; print(os.getpid())")["stdout"].strip()
+        assert "GPU" not in notebookctl(env_stack, "kernels").stdout.splitlines()[0]
+        # No GPU here: a stand-in that answers as nvidia-smi does for one compute process.
+        script = f"#!/bin/sh\necho '{pid}, 1536'\necho '999999, 512'\n"
+        subprocess.run(["docker", "exec", "-u", "0", "-i", env_stack.container_id(), "sh", "-c",
+                        f"cat > {smi} && chmod 755 {smi}"], input=script, text=True, check=True)
+        data = json.loads(notebookctl(env_stack, "kernels", "--json").stdout)
+        row = next(r for r in data["kernels"] if r["id"] == kernel_id)
+        assert row["gpu_memory"] == 1536 * 2**20, row
+        assert data["total"]["gpu_memory"] == 2048 * 2**20, data["total"]
+        text = notebookctl(env_stack, "kernels").stdout
+        assert text.splitlines()[0].split()[-1] == "GPU" and "1.5 GiB" in text, text
+    finally:
+        subprocess.run(["docker", "exec", "-u", "0", env_stack.container_id(), "rm", "-f", smi])
+        shutdown_kernel(env_stack.base_url, token, kernel_id)
