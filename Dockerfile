@@ -54,13 +54,12 @@ ARG EXTRA_APT_PACKAGES=""
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -n "${EXTRA_APT_PACKAGES}" ]; then apt-install ${EXTRA_APT_PACKAGES}; fi
 ARG EXTRA_PIP_REQUIREMENTS=""
-COPY container/no-extra-requirements ${EXTRA_PIP_REQUIREMENTS} /opt/persistent-notebooks/extra/
+COPY ${EXTRA_PIP_REQUIREMENTS:-container/no-extra-requirements} /opt/persistent-notebooks/extra-requirements.txt
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -n "${EXTRA_PIP_REQUIREMENTS}" ]; then \
         if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
         && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-            -c /opt/persistent-notebooks/requirements.txt \
-            -r "/opt/persistent-notebooks/extra/$(basename "${EXTRA_PIP_REQUIREMENTS}")"; \
+            -c /opt/persistent-notebooks/requirements.txt -r /opt/persistent-notebooks/extra-requirements.txt; \
     fi
 
 COPY supervisord.conf /etc/persistent-notebooks/supervisord.conf
