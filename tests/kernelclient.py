@@ -30,8 +30,8 @@ def api(base_url: str, token: str, path: str, method: str = "GET", body: dict | 
         return json.loads(raw) if raw else None
 
 
-def start_kernel(base_url: str, token: str) -> str:
-    return api(base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+def start_kernel(base_url: str, token: str, name: str = "python3") -> str:
+    return api(base_url, token, "/api/kernels", "POST", {"name": name})["id"]
 
 
 def list_kernels(base_url: str, token: str) -> list[dict]:

@@ -211,6 +211,15 @@ class Stack:
     def program_pid(self, program: str) -> int:
         return int(self.exec(*SUPERVISORCTL, "pid", program, check=False).stdout.strip() or 0)
 
+    def kill_jupyter(self, how: str = "kill -9") -> None:
+        """End the Jupyter server (kill -9, or supervisorctl restart) and wait for supervisord's new one."""
+        before = self.program_pid("jupyter")
+        if how == "kill -9":
+            self.exec("kill", "-KILL", str(before))
+        else:
+            self.exec(*SUPERVISORCTL, "restart", "jupyter", timeout=60)
+        wait_for(lambda: self.program_pid("jupyter") not in (0, before), 30, "a new Jupyter process")
+
     def rss_kib(self, pid: int) -> int:
         status = self.exec("cat", f"/proc/{pid}/status").stdout
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))

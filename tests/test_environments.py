@@ -4,13 +4,14 @@ memory (notebookctl kernels), on a stack of this module's own: it is taken down 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 from conftest import TEST_GID, TEST_UID
-from kernelclient import KernelConnection, api, shutdown_kernel
+from kernelclient import KernelConnection, api, shutdown_kernel, start_kernel
 from stack import Stack, owned_folder, wait_for
 
 ENVS = "/var/lib/persistent-notebooks/envs"
@@ -41,15 +42,22 @@ def kernelspecs(stack: Stack) -> dict:
     return api(stack.base_url, stack.token(), "/api/kernelspecs")["kernelspecs"]
 
 
-def run_in(stack: Stack, kernel_name: str, code: str) -> dict:
-    """Start a kernel of this kernelspec, run code in it, shut it down; the output."""
+@contextlib.contextmanager
+def kernel_of(stack: Stack, kernel_name: str) -> Iterator[str]:
+    """A kernel of this kernelspec, shut down afterwards; its id."""
     token = stack.token()
-    kernel_id = api(stack.base_url, token, "/api/kernels", "POST", {"name": kernel_name})["id"]
+    kernel_id = start_kernel(stack.base_url, token, kernel_name)
     try:
-        with KernelConnection(stack.base_url, token, kernel_id) as kernel:
-            return kernel.execute(code)
+        yield kernel_id
     finally:
         shutdown_kernel(stack.base_url, token, kernel_id)
+
+
+def run_in(stack: Stack, kernel_name: str, code: str) -> dict:
+    """Start a kernel of this kernelspec, run code in it, shut it down; the output."""
+    with kernel_of(stack, kernel_name) as kernel_id, \
+            KernelConnection(stack.base_url, stack.token(), kernel_id) as kernel:
+        return kernel.execute(code)
 
 
 def test_default_session_name_without_settings(env_stack: Stack):
@@ -167,19 +175,14 @@ def test_environment_kernel_survives_a_jupyter_crash(env_stack: Stack):
     """A kernel of an environment should be adopted under its id, variables kept, after kill -9 of Jupyter."""
     notebookctl(env_stack, "env", "create", "crash")
     token = env_stack.token()
-    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "crash"})["id"]
-    try:
+    with kernel_of(env_stack, "crash") as kernel_id:
         with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
             assert kernel.execute("kept = 41")["error"] is None
-        before = env_stack.program_pid("jupyter")
-        env_stack.exec("kill", "-KILL", str(before))
-        wait_for(lambda: env_stack.program_pid("jupyter") not in (0, before), 30, "a new Jupyter process")
+        env_stack.kill_jupyter()
         env_stack.wait_api(token)
         with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
             out = kernel.execute("import sys; print(kept + 1, sys.prefix)")
-        assert out["stdout"].split() == ["42", f"{ENVS}/crash"], out
-    finally:
-        shutdown_kernel(env_stack.base_url, token, kernel_id)
+    assert out["stdout"].split() == ["42", f"{ENVS}/crash"], out
 
 
 def test_environments_outlive_down_and_up(env_stack: Stack):
@@ -218,37 +221,31 @@ def test_status_warns_past_80_percent_of_the_limit(env_stack: Stack):
     """scripts/status should show the total and warn once the processes pass 80% of NOTEBOOK_MEMORY_LIMIT."""
     calm = env_stack.run_script("status")
     assert "of the 2.0 GiB limit (NOTEBOOK_MEMORY_LIMIT)" in calm.stdout and "warning" not in calm.stdout, calm.stdout
-    token = env_stack.token()
-    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
-    try:
-        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
-            assert kernel.execute("held = b'x' * (1700 * 2**20)")["error"] is None
+    with kernel_of(env_stack, "python3") as kernel_id, \
+            KernelConnection(env_stack.base_url, env_stack.token(), kernel_id) as kernel:
+        assert kernel.execute("held = b'x' * (1700 * 2**20)")["error"] is None
         status = env_stack.run_script("status")
-        assert "warning: the container's processes hold" in status.stdout, status.stdout
-        assert "over 80%" in status.stdout and "kernels stop" in status.stdout, status.stdout
-    finally:
-        shutdown_kernel(env_stack.base_url, token, kernel_id)
+    assert "warning: the container's processes hold" in status.stdout, status.stdout
+    assert "over 80%" in status.stdout and "kernels stop" in status.stdout, status.stdout
 
 
 def test_kernels_show_gpu_memory_where_nvidia_smi_reports_it(env_stack: Stack):
     """kernels should add each kernel's GPU memory from nvidia-smi, where it exists."""
-    token = env_stack.token()
-    kernel_id = api(env_stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
     smi = "/usr/local/bin/nvidia-smi"
-    try:
-        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+    with kernel_of(env_stack, "python3") as kernel_id:
+        with KernelConnection(env_stack.base_url, env_stack.token(), kernel_id) as kernel:
             pid = kernel.execute("import os; print(os.getpid())")["stdout"].strip()
         assert "GPU" not in notebookctl(env_stack, "kernels").stdout.splitlines()[0]
         # No GPU here: a stand-in that answers as nvidia-smi does for one compute process.
         script = f"#!/bin/sh\necho '{pid}, 1536'\necho '999999, 512'\n"
         subprocess.run(["docker", "exec", "-u", "0", "-i", env_stack.container_id(), "sh", "-c",
                         f"cat > {smi} && chmod 755 {smi}"], input=script, text=True, check=True)
-        data = json.loads(notebookctl(env_stack, "kernels", "--json").stdout)
-        row = next(r for r in data["kernels"] if r["id"] == kernel_id)
-        assert row["gpu_memory"] == 1536 * 2**20, row
-        assert data["total"]["gpu_memory"] == 2048 * 2**20, data["total"]
-        text = notebookctl(env_stack, "kernels").stdout
-        assert text.splitlines()[0].split()[-1] == "GPU" and "1.5 GiB" in text, text
-    finally:
-        subprocess.run(["docker", "exec", "-u", "0", env_stack.container_id(), "rm", "-f", smi])
-        shutdown_kernel(env_stack.base_url, token, kernel_id)
+        try:
+            data = json.loads(notebookctl(env_stack, "kernels", "--json").stdout)
+            text = notebookctl(env_stack, "kernels").stdout
+        finally:
+            subprocess.run(["docker", "exec", "-u", "0", env_stack.container_id(), "rm", "-f", smi], check=True)
+    row = next(r for r in data["kernels"] if r["id"] == kernel_id)
+    assert row["gpu_memory"] == 1536 * 2**20, row
+    assert data["total"]["gpu_memory"] == 2048 * 2**20, data["total"]
+    assert text.splitlines()[0].split()[-1] == "GPU" and "1.5 GiB" in text, text

@@ -49,15 +49,6 @@ def numbers(text: str) -> list[int]:
     return [int(word) for word in text.split()]
 
 
-def kill_jupyter(stack: Stack, how: str) -> None:
-    before = stack.program_pid("jupyter")
-    if how == "kill -9":
-        stack.exec("kill", "-KILL", str(before))
-    else:
-        stack.exec(*SUPERVISORCTL, "restart", "jupyter", timeout=60)
-    wait_for(lambda: stack.program_pid("jupyter") not in (0, before), 30, "a new Jupyter process")
-
-
 def running(stack: Stack, pids: set[int]) -> set[int]:
     """Those of pids that still run in the container (zombies count as gone)."""
     rows = [line.split() for line in stack.exec("ps", "-eo", "pid=,stat=").stdout.splitlines()]
@@ -76,7 +67,7 @@ def test_kernels_survive_a_jupyter_restart(live: Stack, how: str):
     assert a.execute("kept = 6 * 7")["error"] is None
     msg_id = a.submit(LOOP.format(n=60))
     seen = a.follow(msg_id, seconds=1)
-    kill_jupyter(live, how)
+    live.kill_jupyter(how)
     seen_more = a.follow(msg_id, seconds=10)  # whatever the old server still sent before it went
     assert seen_more["closed"], "the old server should have closed the websocket"
     a.close()
@@ -109,7 +100,7 @@ def test_adopted_kernel_can_be_interrupted_restarted_and_shut_down(live: Stack):
         pid_two = int(c.execute("import os; print(os.getpid())")["stdout"])
     with KernelConnection(live.base_url, token, one) as c:
         pid_one = int(c.execute("import os; print(os.getpid())")["stdout"])
-    kill_jupyter(live, "kill -9")
+    live.kill_jupyter()
     live.wait_api(token, 60)
 
     with KernelConnection(live.base_url, token, one) as c:
