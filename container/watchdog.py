@@ -23,6 +23,8 @@ import urllib.request
 from supervisor import childutils
 
 FAILURES = 3
+# Programs started on demand: one that cannot start breaks one request, not the container.
+ON_DEMAND = ("notebook-runner",)
 PROBE_TIMEOUT = 4
 RUNTIME_DIR = os.environ.get("JUPYTER_RUNTIME_DIR", "/var/lib/persistent-notebooks/jupyter/runtime")
 
@@ -55,6 +57,10 @@ def main() -> int:
         event = headers["eventname"]
         if event == "PROCESS_STATE_FATAL":
             name = childutils.get_headers(payload.split("\n", 1)[0]).get("processname", "?")
+            if name in ON_DEMAND:
+                log(f"program {name!r} could not be started; the next request starts it again")
+                childutils.listener.ok(sys.stdout)
+                continue
             log(f"program {name!r} is FATAL (it could not be started): stopping supervisord so that "
                 "Docker's restart policy restarts the container")
             childutils.listener.ok(sys.stdout)

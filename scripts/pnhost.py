@@ -77,7 +77,9 @@ def pass_through(command: str, usage: str) -> int:
             raise Fail("-p needs a compose project name")
         project, args = args[1], args[2:]
     container_id(project)  # a clear message when the stack is down
-    return compose("exec", "-T", SERVICE, "notebookctl", command, *args, project=project, capture=False,
+    # A terminal where the user has one (progress bars), none for scripts and pipes.
+    flags = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
+    return compose("exec", *flags, SERVICE, "notebookctl", command, *args, project=project, capture=False,
                    check=False).returncode
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import envs, usage
+from . import envs, runs, usage
 
 ENV_HELP = """\
 Python environments as kernels.
@@ -98,15 +98,93 @@ def kernels_main(argv: list[str]) -> int:
     return 0
 
 
+RUN_HELP = """\
+Run a notebook server-side, in its kernel, its outputs saved into the file as they come.
+
+  run NOTEBOOK [--wait] [--from N | --cells 3-9] [--kernel ID|NAME] [--keep-going]
+        run the notebook's code cells in order, from the file as saved, in the kernel of its Jupyter
+        session (the one VSCode or a browser is attached to); with none, a new kernel of its
+        kernelspec and a session for that path. Returns once the run has started; --wait follows it
+        (Ctrl-C detaches, the run goes on). Cells count from 1, markdown cells included. The run
+        stops at the first error unless --keep-going. NOTEBOOK is relative to /workspace.
+  run --stop NOTEBOOK|RUN
+        interrupt the kernel and end the run
+"""
+
+RUNS_HELP = """\
+Notebook runs: going on, and finished in the last 7 days.
+
+  runs [--json] [--active]        one line per run: notebook, kernel, cell i of N, elapsed, state
+  runs --wait RUN|NOTEBOOK        follow a run until it ends
+"""
+
+
+def run_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="notebookctl run", description=RUN_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebook", help="path relative to /workspace, or absolute under it (or a run id with --stop)")
+    parser.add_argument("--wait", action="store_true", help="follow the run with a progress bar until it ends")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--from", dest="first", type=int, metavar="N", help="run from cell N to the end")
+    which.add_argument("--cells", metavar="N-M", help="run cells N to M (N, N-M or N-)")
+    parser.add_argument("--kernel", metavar="ID|NAME", help="a running kernel's id, or a kernel name for a new one")
+    parser.add_argument("--keep-going", action="store_true", help="run the remaining cells after an error")
+    parser.add_argument("--stop", action="store_true", help="interrupt the kernel and end the run")
+    args = parser.parse_args(argv)
+    if args.stop:
+        if args.wait or args.first or args.cells or args.kernel or args.keep_going:
+            parser.error("--stop takes only the notebook or the run id")
+        record = runs.request("stop", target=args.notebook)["run"]
+        print(f"stopping run {record['id']} of {record['notebook']} at cell {record['cell']}")
+        return 0
+    if args.first is not None and args.first < 1:
+        parser.error("--from counts cells from 1")
+    record = runs.request("start", notebook=args.notebook, cells=args.cells, keep_going=args.keep_going,
+                          kernel=args.kernel, **{"from": args.first})["run"]
+    print(f"run {record['id']}: {record['notebook']}, {record['cells_total']} code cells, kernel "
+          f"{record['kernel_id'][:8]} ({record['kernel_name']})")
+    if args.wait:
+        return runs.follow(record["id"])
+    print(f"follow it: notebookctl runs --wait {record['id']}  (or notebookctl runs; scripts/runs from the host)")
+    return 0
+
+
+def runs_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="notebookctl runs", description=RUNS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="machine-readable (seconds since the epoch)")
+    parser.add_argument("--active", action="store_true", help="only the runs going on")
+    parser.add_argument("--wait", metavar="RUN|NOTEBOOK", help="follow this run until it ends")
+    args = parser.parse_args(argv)
+    found = runs.all_runs()
+    if args.wait:
+        target = args.wait.removeprefix(str(runs.paths.WORKSPACE) + "/")
+        match = [r for r in found if r["id"].startswith(target) or r["notebook"] == target]
+        if not match:
+            raise runs.RunsError(f"no run {args.wait!r}; see notebookctl runs")
+        return runs.follow(match[0]["id"])
+    if args.active:
+        found = [r for r in found if r["state"] in runs.ACTIVE]
+    for r in found:
+        r["status"] = runs.describe(r)
+    if args.json:
+        print(json.dumps(found, indent=1))
+    elif args.active and not found:
+        print("no runs going on")
+    else:
+        print(runs.table(found))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"env": env_main, "kernels": kernels_main}
+    commands = {"env": env_main, "kernels": kernels_main, "run": run_main, "runs": runs_main}
     if not argv or argv[0] not in commands:
-        print(ENV_HELP + "\n" + KERNELS_HELP, file=sys.stderr)
+        print(ENV_HELP + "\n" + KERNELS_HELP + "\n" + RUN_HELP + "\n" + RUNS_HELP, file=sys.stderr)
         return 2
     try:
         return commands[argv[0]](argv[1:])
-    except (envs.EnvError, usage.UsageError) as exc:
+    except (envs.EnvError, usage.UsageError, runs.RunsError) as exc:
         print(f"notebookctl {argv[0]}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

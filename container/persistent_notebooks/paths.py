@@ -19,6 +19,11 @@ KEEPER_SOCKET = RUN_DIR / "keeper.sock"
 SERVER_TOKEN_FILE = RUN_DIR / "token"
 TMUX_SAVE_FILE = STATE_DIR / "tmux-save" / "session.json"
 SESSIONS_DB = STATE_DIR / "jupyter" / "sessions.db"
+WORKSPACE = Path(os.environ.get("NOTEBOOK_WORKSPACE", "/workspace"))
+# Server-side notebook runs: one record per run (owned by the runner), its socket, side files.
+RUNS_DIR = STATE_DIR / "runs"
+RUNNER_SOCKET = RUN_DIR / "runner.sock"
+SUPERVISORD_CONF = "/etc/persistent-notebooks/supervisord.conf"
 
 # Raised for kernels (and so for what they start): the OOM killer picks a kernel before Jupyter,
 # supervisord, the keeper or tmux. An unprivileged process may raise it for its children.

@@ -47,21 +47,28 @@ def parse_duration(text: str) -> float:
 
 # --- the server's API ----------------------------------------------------------------------------
 
-def api(method: str, path: str) -> object:
+def api(method: str, path: str, body: dict | None = None, timeout: float = 10) -> object:
     port = os.environ.get("NOTEBOOK_PORT", "8888")
     try:
         token = paths.SERVER_TOKEN_FILE.read_text().strip()
     except OSError as exc:
         raise UsageError(f"cannot read the server's token ({exc}); is the stack running?") from None
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                     headers={"Authorization": f"token {token}"})
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"token {token}",
+                                              "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and method == "DELETE":
             return None
-        raise UsageError(f"Jupyter answered {exc.code} to {method} {path}") from None
+        try:
+            detail = json.loads(exc.read() or b"{}").get("message") or ""
+        except (ValueError, AttributeError, OSError):
+            detail = ""
+        raise UsageError(f"Jupyter answered {exc.code} to {method} {path}"
+                         + (f": {detail}" if detail else "")) from None
     except OSError as exc:
         raise UsageError(f"Jupyter does not answer on port {port} ({exc}); see scripts/status") from None
     return json.loads(body) if body else None
@@ -147,6 +154,9 @@ def collect() -> dict:
     kernels = api("GET", "/api/kernels") or []
     sessions = api("GET", "/api/sessions") or []
     records = {r["kernel_id"]: r for r in paths.all_records()}
+    from .runs import active_by_kernel
+
+    running = active_by_kernel()
     notebooks: dict[str, list[str]] = {}
     for session in sessions:
         kid = (session.get("kernel") or {}).get("id")
@@ -185,6 +195,9 @@ def collect() -> dict:
             "pss": pss,
             "rss": rss,
             "cpu_percent": round(100 * cpu, 1),
+            "run": ({"id": running[kid]["id"], "notebook": running[kid]["notebook"], "cell": running[kid]["cell"],
+                     "cells_done": running[kid]["cells_done"], "cells_total": running[kid]["cells_total"]}
+                    if kid in running else None),
         }
         if gpu is not None:
             row["gpu_memory"] = sum(gpu.get(p.pid, 0) for p in procs)
@@ -251,12 +264,15 @@ def total_lines(total: dict) -> list[str]:
 def table(data: dict) -> str:
     rows = data["kernels"]
     gpu = any("gpu_memory" in r for r in rows)
-    header = ["KERNEL", "NAME", "NOTEBOOK", "STATE", "CLIENTS", "IDLE", "PSS", "RSS", "CPU"] + (["GPU"] if gpu else [])
+    header = ["KERNEL", "NAME", "NOTEBOOK", "STATE", "CLIENTS", "IDLE", "PSS", "RSS", "CPU", "RUN"]
+    header += ["GPU"] if gpu else []
     lines = [header]
     for r in rows:
+        run = r.get("run")
         line = [r["id"][:8], r["name"] or "-", ", ".join(r["notebooks"]) or "(no notebook)", r["state"] or "-",
                 str(r["connections"]), _ago(r["idle_seconds"]), mib(r["pss"]), mib(r["rss"]),
-                f"{r['cpu_percent']:.0f}%"]
+                f"{r['cpu_percent']:.0f}%",
+                f"{run['id']} {run['cells_done']}/{run['cells_total']}" if run else "-"]
         if gpu:
             line.append(mib(r.get("gpu_memory")))
         lines.append(line)

@@ -1,0 +1,261 @@
+"""Notebook files for server-side runs: read and check them, pick cells, merge outputs, write atomically.
+
+Pure logic on the notebook's JSON (plain dicts, as nbformat 4 stores them), so the unit layer can test
+it without Docker; only `validate` needs nbformat (imported when called).
+
+A run's outputs are *merged by cell id* into whatever the file holds at the moment of writing: the
+user may edit, add, move or delete cells (and save) while the run goes on, and only the outputs and
+execution counts of the cells the run executed change. Every write goes to a temporary file in the
+same folder, is flushed to disk, and replaces the notebook by rename: a crash, a kill -9 or a full
+disk leaves the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+META_KEY = "persistent_notebooks"
+SIDE_SUFFIX = ".run-{run}.ipynb"
+
+
+class NotebookError(Exception):
+    """A notebook that cannot be run as asked; the message says what is wrong and what to do."""
+
+
+def parse(text: str, where: str) -> dict:
+    """A notebook's JSON as a dict, refused unless it is an nbformat 4 notebook."""
+    try:
+        nb = json.loads(text)
+    except ValueError as exc:
+        raise NotebookError(f"{where} is not valid JSON ({exc}); open it in Jupyter or VSCode and save it "
+                            "again, or fix the file.") from None
+    if not isinstance(nb, dict) or "nbformat" not in nb:
+        raise NotebookError(f"{where} is not a Jupyter notebook (its JSON has no 'nbformat').")
+    major = nb["nbformat"]
+    if major != 4:
+        raise NotebookError(f"{where} is nbformat {major}; runs need nbformat 4. Convert it first: "
+                            f"`jupyter nbconvert --to notebook --nbformat 4 --inplace {where}`, or open and "
+                            "save it in Jupyter.")
+    for i, cell in enumerate(nb["cells"], 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise NotebookError(f"{where}: cell {i} is not a notebook cell (cell_type code, markdown or raw).")
+    return nb
+
+
+def source(cell: dict) -> str:
+    text = cell.get("source", "")
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def ensure_ids(nb: dict) -> bool:
+    """Give every cell an id (nbformat 4.5), as Jupyter does when it saves; True if anything changed."""
+    changed = False
+    seen: set[str] = set()
+    for cell in nb["cells"]:
+        cid = cell.get("id")
+        if not isinstance(cid, str) or not cid or cid in seen:
+            cell["id"] = secrets.token_hex(4)
+            changed = True
+        seen.add(cell["id"])
+    if not isinstance(nb.get("nbformat_minor"), int) or nb["nbformat_minor"] < 5:
+        nb["nbformat_minor"] = 5
+        changed = True
+    return changed
+
+
+def parse_range(text: str, count: int) -> tuple[int, int]:
+    """'3-9', '4', '5-' (1-based, as the user counts cells, all kinds) -> (first, last), inclusive."""
+    first_text, dash, last_text = text.partition("-")
+    try:
+        first = int(first_text)
+        last = int(last_text) if last_text else (count if dash else first)
+    except ValueError:
+        raise NotebookError(f"--cells {text!r} is not a cell range: use N, N-M or N- (cells counted from 1, "
+                            "markdown cells included, as the editor shows them).") from None
+    if not 1 <= first <= last:
+        raise NotebookError(f"--cells {text!r}: the range must start at 1 or later and not end before it starts.")
+    if last > count:
+        raise NotebookError(f"--cells {text!r}: the notebook has {count} cells.")
+    return first, last
+
+
+def plan(nb: dict, first: int = 1, last: int | None = None) -> list[dict]:
+    """The code cells to run, in order: [{"id", "number" (1-based among all cells), "source"}]."""
+    count = len(nb["cells"])
+    last = count if last is None else last
+    if not 1 <= first <= max(count, 1) or last > count:
+        raise NotebookError(f"cell {first} is outside the notebook, which has {count} cells.")
+    return [{"id": cell["id"], "number": n, "source": source(cell)}
+            for n, cell in enumerate(nb["cells"], 1)
+            if first <= n <= last and cell["cell_type"] == "code" and source(cell).strip()]
+
+
+def merge(current: dict, results: dict[str, dict], run: dict | None) -> tuple[dict, list[str]]:
+    """Put the run's outputs and counts into `current` (the file as it is now); return it and the ids
+    of executed cells that are no longer code cells in it (deleted, or turned into markdown)."""
+    missing = []
+    by_id = {cell.get("id"): cell for cell in current["cells"]}
+    for cid, result in results.items():
+        cell = by_id.get(cid)
+        if cell is None or cell.get("cell_type") != "code":
+            missing.append(cid)
+            continue
+        cell["outputs"] = result["outputs"]
+        cell["execution_count"] = result["execution_count"]
+    if run is not None:
+        current.setdefault("metadata", {})[META_KEY] = {"run": run}
+    return current, missing
+
+
+def validate(nb: dict) -> None:
+    """Refuse to write what Jupyter would call invalid (nbformat's own validator)."""
+    import nbformat
+
+    nbformat.validate(nbformat.from_dict(nb), version=4)
+
+
+def dumps(nb: dict) -> str:
+    """As Jupyter writes notebooks (nbformat.writes: indent 1, sorted keys, UTF-8), ending in a newline."""
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace `path` by a file holding `text`: a temporary file beside it, fsync, rename, fsync of the
+    folder. On any error (disk full included) the temporary file is removed and `path` is untouched."""
+    data = text.encode()
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    tmp = path.with_name(f".~{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def side_file(path: Path, run_id: str, fallback_dir: Path) -> Path:
+    """Where a run saves when its notebook was deleted or renamed: beside it, else in the state volume."""
+    name = path.name.removesuffix(".ipynb") + SIDE_SUFFIX.format(run=run_id)
+    if path.parent.is_dir() and os.access(path.parent, os.W_OK):
+        return path.parent / name
+    fallback_dir.mkdir(parents=True, exist_ok=True)
+    return fallback_dir / name
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- outputs, as Jupyter's frontends build them from IOPub messages --------------------------------
+
+def collapse_carriage_returns(text: str) -> str:
+    """What a frontend shows of text with carriage returns (progress bars): on each line only what was
+    written after the last \\r; a \\r at the very end is kept, so the next chunk overwrites that line."""
+    if "\r" not in text:
+        return text
+    lines = text.replace("\r\n", "\n").split("\n")
+    out = []
+    for line in lines:
+        parts = line.split("\r")
+        if len(parts) > 1 and parts[-1] == "":
+            out.append(parts[-2] + "\r")
+        else:
+            out.append(parts[-1])
+    return "\n".join(out)
+
+
+class CellOutputs:
+    """The outputs of one executed cell, built from the IOPub messages of its execute_request.
+
+    `displays` (display_id -> outputs) is shared by the cells of a run, so that update_display_data
+    reaches a display made by an earlier cell, as in Jupyter's frontends.
+    """
+
+    def __init__(self, displays: dict[str, list[dict]]) -> None:
+        self.outputs: list[dict] = []
+        self.execution_count: int | None = None
+        self.displays = displays
+        self.clear_pending = False
+
+    def result(self) -> dict:
+        """A copy safe to write from another thread while this one keeps growing."""
+        return {"outputs": [dict(o) for o in self.outputs], "execution_count": self.execution_count}
+
+    def add(self, msg_type: str, content: dict) -> bool:
+        """Apply one IOPub message; True if the outputs or the count changed."""
+        if msg_type == "execute_input":
+            self.execution_count = content.get("execution_count")
+            return True
+        if msg_type == "clear_output":
+            if content.get("wait"):
+                self.clear_pending = True
+            else:
+                self.outputs.clear()
+            return True
+        if msg_type == "update_display_data":
+            display_id = (content.get("transient") or {}).get("display_id")
+            for out in self.displays.get(display_id, []):
+                out["data"] = content.get("data", {})
+                out["metadata"] = content.get("metadata", {})
+            return bool(self.displays.get(display_id))
+        if msg_type not in ("stream", "display_data", "execute_result", "error"):
+            return False
+        if self.clear_pending:
+            self.outputs.clear()
+            self.clear_pending = False
+        if msg_type == "stream":
+            last = self.outputs[-1] if self.outputs else None
+            if last and last["output_type"] == "stream" and last["name"] == content.get("name"):
+                last["text"] = collapse_carriage_returns(last["text"] + content.get("text", ""))
+            else:
+                self.outputs.append({"output_type": "stream", "name": content.get("name", "stdout"),
+                                     "text": collapse_carriage_returns(content.get("text", ""))})
+            return True
+        if msg_type == "error":
+            self.outputs.append({"output_type": "error", "ename": str(content.get("ename", "")),
+                                 "evalue": str(content.get("evalue", "")),
+                                 "traceback": list(content.get("traceback", []))})
+            return True
+        out = {"output_type": msg_type, "data": content.get("data", {}), "metadata": content.get("metadata", {})}
+        if msg_type == "execute_result":
+            out["execution_count"] = content.get("execution_count")
+            self.execution_count = content.get("execution_count", self.execution_count)
+        self.outputs.append(out)
+        display_id = (content.get("transient") or {}).get("display_id")
+        if display_id:
+            self.displays.setdefault(display_id, []).append(out)
+        return True
+
+    def note(self, text: str, name: str = "stderr") -> None:
+        """A line of this project's own in the cell's output (why the run ended here)."""
+        self.add("stream", {"name": name, "text": text if text.endswith("\n") else text + "\n"})
+
+    def fail(self, ename: str, evalue: str) -> None:
+        self.outputs.append({"output_type": "error", "ename": ename, "evalue": evalue,
+                             "traceback": [f"{ename}: {evalue}"]})

@@ -1,0 +1,661 @@
+"""The notebook runner: runs a notebook's cells server-side, in its kernel, outputs into the file.
+
+A program of supervisord's (`notebook-runner`), started on demand by `notebookctl run` and ending by
+itself once it has had nothing to do for IDLE_EXIT seconds, so an idle stack pays nothing for it.
+It talks to kernels directly over their ZeroMQ channels (the connection file in the kernel's record),
+never through the Jupyter server: a run goes on through editor disconnects and through a crash, a
+kill -9 or a hang of Jupyter. It sends one cell at a time, as an editor does, collects that cell's
+IOPub messages into outputs as Jupyter's frontends do, and merges them by cell id into the notebook
+file as it is on disk (nbfile), after every cell and every few seconds during a long one.
+
+It owns the run records (runs/ID.json in the state volume): it creates, updates and prunes them
+(finished runs are kept KEEP_FINISHED seconds); `notebookctl runs` only reads them.
+
+Protocol, on the private unix socket run/runner.sock: one JSON line per request, one per reply
+({"ok": true, ...} or {"ok": false, "error": "..."}).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NBFORMAT_VALIDATOR", "fastjsonschema")
+
+import zmq  # noqa: E402
+import zmq.asyncio  # noqa: E402
+from jupyter_client.session import Session  # noqa: E402
+
+from . import nbfile, paths, usage  # noqa: E402
+from .runs import ACTIVE, describe  # noqa: E402
+
+log = logging.getLogger("notebook-runner")
+KEEP_FINISHED = 7 * 86400
+IDLE_EXIT = 60.0  # seconds with no run and no request, then the runner exits (started again on demand)
+KERNEL_READY_TIMEOUT = 60.0
+TICK = 0.25  # how often a waiting cell checks the kernel, a stop request and the write schedule
+MIN_WRITE_INTERVAL = 1.0  # seconds between writes of a notebook while a cell prints
+WRITE_BANDWIDTH = 2 * 2**20  # a big notebook is rewritten at most at this many bytes per second
+RECORD_INTERVAL = 1.0
+
+
+class RunError(Exception):
+    """A run that cannot start as asked; the message says why and what to do."""
+
+
+def api(method: str, path: str, body: dict | None = None) -> object:
+    try:
+        return usage.api(method, path, body)
+    except usage.UsageError as exc:
+        raise RunError(str(exc)) from None
+
+
+# --- the kernel's channels --------------------------------------------------------------------
+
+class KernelChannels:
+    """Shell, control and IOPub sockets to one kernel, with the messages of our requests queued."""
+
+    def __init__(self, record: dict, context: zmq.asyncio.Context) -> None:
+        info = json.loads(Path(record["connection_file"]).read_text())
+        self.session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
+                               username="persistent-notebooks-run")
+
+        def socket(kind: int, port_name: str) -> zmq.asyncio.Socket:
+            sock = context.socket(kind)
+            sock.linger = 0
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.RCVHWM, 0)  # never drop output on our side, whatever the rate
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(f"{info['transport']}://{info['ip']}:{info[port_name]}")
+            return sock
+
+        self.iopub = socket(zmq.SUB, "iopub_port")
+        self.shell = socket(zmq.DEALER, "shell_port")
+        self.control = socket(zmq.DEALER, "control_port")
+        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self.expected: set[str] = set()
+        self.tasks = [asyncio.ensure_future(self._read(name, sock))
+                      for name, sock in (("iopub", self.iopub), ("shell", self.shell), ("control", self.control))]
+
+    async def _read(self, channel: str, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                _, parts = self.session.feed_identities(frames, copy=True)
+                msg = self.session.deserialize(parts, content=True)
+            except Exception:  # noqa: BLE001 - a malformed message is skipped, never the end of the run
+                log.warning("skipped a malformed message on %s", channel)
+                continue
+            if msg["parent_header"].get("msg_id") in self.expected:
+                self.queue.put_nowait((channel, msg))
+
+    def send(self, channel: str, msg_type: str, content: dict) -> str:
+        msg = self.session.msg(msg_type, content)
+        self.expected.add(msg["header"]["msg_id"])
+        self.session.send(self.shell if channel == "shell" else self.control, msg)
+        return msg["header"]["msg_id"]
+
+    async def ready(self, alive, timeout: float = KERNEL_READY_TIMEOUT) -> None:
+        """Wait until the kernel answers and our IOPub subscription is live (a status message of ours
+        arrived on it), so that no output of the first cell is missed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg_id = self.send("control", "kernel_info_request", {})
+            wait_until = time.monotonic() + 1.0
+            while time.monotonic() < wait_until:
+                try:
+                    channel, msg = await asyncio.wait_for(self.queue.get(), 0.2)
+                except TimeoutError:
+                    if not alive():
+                        raise RunError("the kernel ended before the run could start") from None
+                    continue
+                if channel == "iopub" and msg["parent_header"].get("msg_id") == msg_id:
+                    self.drain()
+                    return
+        raise RunError(f"the kernel did not answer within {timeout:.0f} s")
+
+    def drain(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.expected.clear()
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for sock in (self.iopub, self.shell, self.control):
+            sock.close()
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+class Run:
+    def __init__(self, runner: Runner, path: Path, rel: str, nb: dict, cells: list[dict], kernel_id: str,
+                 kernel_name: str, keep_going: bool, selection: str) -> None:
+        self.runner = runner
+        self.path = path
+        self.target = path  # where outputs go: the notebook, or a side file once it is gone
+        self.base = nb  # the last content read or written, the merge base for a side file
+        self.cells = cells
+        self.keep_going = keep_going
+        self.results: dict[str, nbfile.CellOutputs] = {}
+        self.displays: dict[str, list[dict]] = {}
+        self.stop_reason: str | None = None  # "stop" (--stop) or "container stop"
+        self.dirty = False
+        self.last_write = 0.0
+        self.write_interval = MIN_WRITE_INTERVAL
+        self.last_record = 0.0
+        self.write_error: str | None = None
+        self.id = secrets.token_hex(4)
+        self.kernel_record: dict | None = None
+        self.record = {
+            "id": self.id, "notebook": rel, "path": str(path), "kernel_id": kernel_id, "kernel_name": kernel_name,
+            "selection": selection, "keep_going": keep_going, "cells_total": len(cells), "cells_done": 0,
+            "cell": cells[0]["number"] if cells else None, "state": "starting", "reason": None, "error": None,
+            "started": time.time(), "ended": None, "updated": time.time(), "runner_pid": os.getpid(),
+            "saved_to": None, "notes": [], "errors": [], "write_error": None,
+        }
+        self.save_record()
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def save_record(self, force: bool = True) -> None:
+        now = time.time()
+        if not force and now - self.last_record < RECORD_INTERVAL:
+            return
+        self.last_record = now
+        self.record["updated"] = now
+        self.record["write_error"] = self.write_error
+        try:
+            paths.private_dir(paths.RUNS_DIR)
+            paths.write_private(paths.RUNS_DIR / f"{self.id}.json", json.dumps(self.record, indent=1))
+        except OSError as exc:
+            log.warning("run %s: cannot write its record: %s", self.id, exc)
+
+    def set_state(self, state: str, **fields) -> None:
+        changed = self.record["state"] != state or any(self.record.get(k) != v for k, v in fields.items())
+        self.record.update(state=state, **fields)
+        if changed:
+            self.save_record()
+
+    def note(self, text: str) -> None:
+        log.info("run %s (%s): %s", self.id, self.record["notebook"], text)
+        self.record["notes"].append(text)
+        self.save_record()
+
+    def metadata(self) -> dict:
+        r = self.record
+        stamp = lambda t: None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+        return {"id": r["id"], "state": r["state"], "status": describe(r), "started": stamp(r["started"]),
+                "ended": stamp(r["ended"]), "cell": r["cell"], "cells_done": r["cells_done"],
+                "cells_total": r["cells_total"], "kernel_id": r["kernel_id"], "kernel_name": r["kernel_name"]}
+
+    # --- the file -----------------------------------------------------------------------------------
+
+    def _read_current(self) -> dict | None:
+        """The notebook as it is on disk now; None if it is gone or no longer readable as a notebook."""
+        for attempt in range(5):
+            try:
+                return nbfile.parse(self.path.read_text(), self.record["notebook"])
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            except (OSError, UnicodeDecodeError, nbfile.NotebookError):
+                if attempt == 4:
+                    return None
+                time.sleep(0.05 * (attempt + 1))  # a save by another program may be under way
+        return None
+
+    def _write_sync(self, results: dict[str, dict], metadata: dict) -> None:
+        import nbformat
+
+        for _ in range(3):
+            if self.target == self.path:
+                try:
+                    before = self.path.stat()
+                except OSError:
+                    before = None
+                current = self._read_current() if before else None
+                if current is None:
+                    self.target = nbfile.side_file(self.path, self.id, paths.RUNS_DIR)
+                    self.record["saved_to"] = str(self.target)
+                    self.note(f"{self.record['notebook']} was deleted, renamed or damaged during the run: "
+                              f"saving to {self.target}")
+                    continue
+            else:
+                current, before = json.loads(json.dumps(self.base)), None
+            merged, missing = nbfile.merge(current, results, {**metadata})
+            nbfile.validate(merged)
+            text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
+            if not text.endswith("\n"):
+                text += "\n"
+            if before is not None:
+                after = self.path.stat()
+                if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size,
+                                                                           before.st_mtime_ns):
+                    continue  # saved by someone else meanwhile: merge into that instead
+            nbfile.atomic_write(self.target, text)
+            self.base = merged
+            return
+        raise OSError("the notebook kept changing while the run tried to save it")
+
+    async def flush(self, force: bool = False) -> None:
+        if not self.dirty and not force:
+            return
+        if not force and time.monotonic() - self.last_write < self.write_interval:
+            return
+        results = {cid: out.result() for cid, out in self.results.items()}
+        started = time.monotonic()
+        self.dirty = False
+        try:
+            await asyncio.to_thread(self._write_sync, results, self.metadata())
+            self.write_error = None
+        except Exception as exc:  # noqa: BLE001 - disk full, invalid content: keep the outputs, try again
+            self.dirty = True
+            message = f"could not save {self.target}: {exc}"
+            if message != self.write_error:
+                log.warning("run %s: %s", self.id, message)
+            self.write_error = message
+        cost = time.monotonic() - started
+        self.last_write = time.monotonic()
+        size = len(json.dumps(self.base)) if cost > 0.05 else 0
+        self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
+
+    async def current_source(self, cell: dict) -> str | None:
+        if self.target != self.path:
+            return cell["source"]
+        nb = await asyncio.to_thread(self._read_current)
+        if nb is None:
+            return cell["source"]  # gone: the run goes on from what it read last; the write says where
+        for c in nb["cells"]:
+            if c.get("id") == cell["id"]:
+                return nbfile.source(c) if c.get("cell_type") == "code" else None
+        return None
+
+    # --- executing ------------------------------------------------------------------------------
+
+    def kernel_alive(self) -> bool:
+        return self.kernel_record is not None and paths.kernel_alive(self.kernel_record)
+
+    async def main(self) -> None:
+        channels = None
+        try:
+            kid = self.record["kernel_id"]
+            deadline = time.monotonic() + 30
+            while (record := paths.read_record(kid)) is None or not paths.kernel_alive(record):
+                if time.monotonic() > deadline:
+                    raise RunError(f"kernel {kid} has no live record in the state volume")
+                await asyncio.sleep(0.1)
+            self.kernel_record = record
+            channels = KernelChannels(record, self.runner.context)
+            await channels.ready(self.kernel_alive)
+            await self.execute_all(channels)
+        except RunError as exc:
+            self.set_state("failed", error=str(exc), ended=time.time())
+            self.note(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must end this run, recorded, not the runner
+            log.exception("run %s failed", self.id)
+            self.set_state("failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
+        finally:
+            if channels is not None:
+                channels.close()
+            await self.flush(force=True)
+            self.save_record()
+            self.runner.finished(self)
+
+    async def execute_all(self, channels: KernelChannels) -> None:
+        for index, cell in enumerate(self.cells):
+            if self.stop_reason:
+                break
+            self.record.update(cell=cell["number"], cell_index=index + 1)
+            code = await self.current_source(cell)
+            if code is None:
+                self.note(f"cell {cell['number']} was deleted (or is no longer a code cell): skipped")
+                self.record["cells_done"] = index + 1
+                continue
+            if code != cell["source"]:
+                self.note(f"cell {cell['number']} was edited after the run started: ran the version saved "
+                          "when the run reached it")
+            outputs = self.results[cell["id"]] = nbfile.CellOutputs(self.displays)
+            self.dirty = True
+            outcome = await self.execute(channels, outputs, code)
+            self.record["cells_done"] = index + 1
+            await self.flush(force=True)
+            if outcome == "ok" or (outcome == "error" and self.keep_going and not self.stop_reason):
+                continue
+            break
+        ended = time.time()
+        if self.record["state"] == "failed":
+            self.record["ended"] = ended
+            self.save_record()
+        elif self.stop_reason == "container stop":
+            self.set_state("interrupted", reason="a container stop", ended=ended)
+        elif self.stop_reason:
+            self.set_state("stopped", ended=ended)
+        else:
+            self.set_state("done", ended=ended)
+
+    async def execute(self, channels: KernelChannels, outputs: nbfile.CellOutputs, code: str) -> str:
+        """Run one cell; 'ok', 'error' (an exception in the cell), or 'ended' (the run ends here)."""
+        msg_id = channels.send("shell", "execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": not self.keep_going})
+        self.set_state("waiting")
+        reply: dict | None = None
+        idle = interrupted = False
+        while reply is None or not idle:
+            try:
+                channel, msg = await asyncio.wait_for(channels.queue.get(), TICK)
+            except TimeoutError:
+                msg = None
+            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+                msg_type = msg["header"]["msg_type"]
+                if channel == "iopub":
+                    if msg_type == "status":
+                        state = msg["content"].get("execution_state")
+                        if state == "busy":
+                            self.set_state("running")
+                        elif state == "idle":
+                            idle = True
+                    elif outputs.add(msg_type, msg["content"]):
+                        self.dirty = True
+                elif channel == "shell" and msg_type == "execute_reply":
+                    reply = msg["content"]
+                    if reply.get("execution_count") is not None and outputs.execution_count is None:
+                        outputs.execution_count = reply["execution_count"]
+                continue  # drain what is queued before the checks below
+            if self.stop_reason == "container stop":
+                outputs.note(f"persistent-notebooks: the container stopped while this cell ran; the run "
+                             f"{self.id} ended here (cell {self.record['cell']}).")
+                self.dirty = True
+                return "ended"
+            if self.stop_reason == "stop" and self.record["state"] == "running" and not interrupted:
+                self.interrupt()
+                interrupted = True
+            if not self.kernel_alive():
+                oom = " (out of memory: the OOM killer ends kernels first)" if self.runner.oom_kills_changed() else ""
+                outputs.fail("DeadKernelError", f"The kernel died while this cell ran{oom}; the run "
+                             f"{self.id} ended at cell {self.record['cell']}.")
+                self.dirty = True
+                self.set_state("failed", error=f"the kernel died{oom}")
+                return "ended"
+            await self.flush()
+            self.save_record(force=False)
+        channels.expected.discard(msg_id)
+        status = reply.get("status")
+        if status == "ok":
+            return "ok"
+        if self.stop_reason == "stop":
+            return "ended"
+        ename = reply.get("ename") or status or "error"
+        self.record["errors"].append({"cell": self.record["cell"], "error": ename})
+        if not self.keep_going:
+            self.set_state("failed", error=ename)
+        return "error"
+
+    def interrupt(self) -> None:
+        record = self.kernel_record or {}
+        try:
+            os.killpg(record.get("pgid") or record["pid"], signal.SIGINT)
+        except (ProcessLookupError, PermissionError, KeyError) as exc:
+            log.warning("run %s: could not interrupt the kernel: %s", self.id, exc)
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+
+
+# --- the program -----------------------------------------------------------------------------------
+
+def resolve_notebook(text: str) -> tuple[Path, str]:
+    """An existing notebook under the workspace: (absolute path, path relative to the workspace)."""
+    root = paths.WORKSPACE.resolve()
+    given = Path(text)
+    path = given if given.is_absolute() else root / given
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise RunError(f"{text}: no such file under {root} (paths are relative to {root}, or absolute "
+                       "under it)") from None
+    except OSError as exc:
+        raise RunError(f"{text}: {exc.strerror}") from None
+    if not real.is_relative_to(root):
+        raise RunError(f"{text} is outside the workspace {root}: runs are for notebooks under it.")
+    if not real.is_file():
+        raise RunError(f"{text} is not a file.")
+    if real.suffix != ".ipynb":
+        raise RunError(f"{text} is not a notebook (.ipynb).")
+    return real, str(real.relative_to(root))
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.context = zmq.asyncio.Context()
+        self.runs: dict[str, Run] = {}
+        self.last_request = time.monotonic()
+        self.stopping = asyncio.Event()
+        self.oom_kills = self._oom_kills()
+
+    @staticmethod
+    def _oom_kills() -> int:
+        try:
+            for line in Path("/sys/fs/cgroup/memory.events").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def oom_kills_changed(self) -> bool:
+        now = self._oom_kills()
+        changed, self.oom_kills = now > self.oom_kills, now
+        return changed
+
+    def finished(self, run: Run) -> None:
+        self.runs.pop(run.id, None)
+        self.last_request = time.monotonic()
+
+    # --- records --------------------------------------------------------------------------------
+
+    def tidy_records(self) -> None:
+        """Runs another runner left active (it was killed) are marked interrupted; old ones go."""
+        if not paths.RUNS_DIR.is_dir():
+            return
+        for path in paths.RUNS_DIR.glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+                state, pid = record["state"], record.get("runner_pid")
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if state in ACTIVE and pid != os.getpid() and record["id"] not in self.runs:
+                record.update(state="interrupted", reason="the end of the runner (it was killed)",
+                              ended=record.get("updated") or time.time())
+                paths.write_private(path, json.dumps(record, indent=1))
+            elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
+                path.unlink(missing_ok=True)
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_request = time.monotonic()
+        try:
+            request = json.loads(await reader.readline())
+            reply = await self.dispatch(request)
+        except RunError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": f"bad request: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - answer, and keep serving
+            log.exception("request failed")
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(OSError):
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+        self.last_request = time.monotonic()
+
+    async def dispatch(self, request: dict) -> dict:
+        op = request["op"]
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "stop":
+            run = self.find(request["target"])
+            run.request_stop("stop")
+            return {"ok": True, "run": run.record}
+        if op == "start":
+            run = await self.start(request)
+            return {"ok": True, "run": run.record}
+        raise RunError(f"unknown request {op!r}")
+
+    def find(self, target: str) -> Run:
+        found = [r for r in self.runs.values() if r.id.startswith(target)] if len(target) >= 4 else []
+        if not found:
+            try:
+                path, _ = resolve_notebook(target)
+                found = [r for r in self.runs.values() if r.path == path]
+            except RunError:
+                pass
+        if not found:
+            raise RunError(f"no run of {target!r} is going on; see notebookctl runs")
+        return found[0]
+
+    async def start(self, request: dict) -> Run:
+        if self.stopping.is_set():
+            raise RunError("the container is stopping; start the run again once it is back")
+        path, rel = resolve_notebook(request["notebook"])
+        for other in self.runs.values():
+            if other.path == path:
+                raise RunError(f"{rel} is already being run (run {other.id}, {describe(other.record)}); wait for "
+                               f"it, or end it with `notebookctl run --stop {rel}`.")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise RunError(f"{rel} is not a notebook (not UTF-8 text).") from None
+        except OSError as exc:
+            raise RunError(f"{rel}: cannot read it ({exc.strerror}).") from None
+        try:
+            nb = nbfile.parse(text, rel)
+            count = len(nb["cells"])
+            if request.get("cells"):
+                first, last = nbfile.parse_range(request["cells"], count)
+            else:
+                first, last = int(request.get("from") or 1), count
+                if not 1 <= first <= count:
+                    raise nbfile.NotebookError(f"--from {first}: the notebook has {count} cells.")
+            with_ids = json.loads(text)
+            ids_added = nbfile.ensure_ids(with_ids)
+            nb = nbfile.parse(json.dumps(with_ids), rel)
+            nbfile.validate(nb)
+        except nbfile.NotebookError as exc:
+            raise RunError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - nbformat's ValidationError and friends
+            raise RunError(f"{rel} is not a valid notebook: {str(exc).splitlines()[0]}. Open it in Jupyter or "
+                           "VSCode and save it again.") from None
+        cells = nbfile.plan(nb, first, last)
+        if not cells:
+            raise RunError(f"{rel}: no code cells to run in cells {first}-{last}.")
+        kernel_id, kernel_name = await asyncio.to_thread(self.kernel_for, rel, nb, request.get("kernel"))
+        if ids_added:
+            import nbformat
+
+            nbfile.atomic_write(path, nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT) + "\n")
+        selection = request.get("cells") or (f"{first}-" if first > 1 else "all")
+        run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection)
+        self.runs[run.id] = run
+        run.task = asyncio.ensure_future(run.main())
+        log.info("run %s: %s, %d cells, kernel %s (%s)", run.id, rel, len(cells), kernel_id, kernel_name)
+        return run
+
+    def kernel_for(self, rel: str, nb: dict, wanted: str | None) -> tuple[str, str]:
+        """The kernel of the notebook's session, or one named, or a new session with the notebook's
+        kernelspec (so that an editor attaching afterwards finds this kernel)."""
+        sessions = [s for s in api("GET", "/api/sessions") or []
+                    if (s.get("path") or "").lstrip("/") == rel and s.get("kernel")]
+        session = sessions[0] if sessions else None
+        specs = api("GET", "/api/kernelspecs")
+        names = sorted(specs["kernelspecs"])
+        if wanted:
+            kernels = api("GET", "/api/kernels") or []
+            by_id = [k for k in kernels if len(wanted) >= 4 and k["id"].startswith(wanted)]
+            if len(by_id) > 1:
+                raise RunError(f"--kernel {wanted} matches {len(by_id)} kernels; give more of its id.")
+            if by_id:
+                kernel = by_id[0]
+                if session and session["kernel"]["id"] != kernel["id"]:
+                    raise RunError(f"{rel} is open with kernel {session['kernel']['id'][:8]}; omit --kernel to "
+                                   "run in it, or stop that kernel first (notebookctl kernels stop).")
+                if not session:
+                    api("POST", "/api/sessions", {"path": rel, "type": "notebook", "name": Path(rel).name,
+                                                  "kernel": {"id": kernel["id"]}})
+                return kernel["id"], kernel["name"]
+            if wanted not in names:
+                raise RunError(f"--kernel {wanted}: no running kernel has that id and no kernel has that name "
+                               f"(kernels: {', '.join(names)}; running: notebookctl kernels).")
+            name = wanted
+        elif session:
+            return session["kernel"]["id"], session["kernel"]["name"]
+        else:
+            name = ((nb.get("metadata") or {}).get("kernelspec") or {}).get("name") or specs["default"]
+            if name not in names:
+                raise RunError(f"{rel} asks for kernel {name!r} (metadata.kernelspec), which is not here "
+                               f"(kernels: {', '.join(names)}). Run it with --kernel NAME.")
+        if session:
+            if session["kernel"]["name"] != name:
+                raise RunError(f"{rel} is open with a {session['kernel']['name']} kernel, not {name}; omit "
+                               "--kernel, or stop that kernel first (notebookctl kernels stop).")
+            return session["kernel"]["id"], name
+        made = api("POST", "/api/sessions", {"path": rel, "type": "notebook", "name": Path(rel).name,
+                                             "kernel": {"name": name}})
+        return made["kernel"]["id"], name
+
+    # --- life -------------------------------------------------------------------------------------
+
+    def container_stop(self) -> None:
+        log.info("stopping: %d run(s) end here, each saving where it stopped", len(self.runs))
+        self.stopping.set()
+        for run in self.runs.values():
+            run.request_stop("container stop")
+
+    async def serve(self) -> int:
+        paths.private_dir(paths.RUN_DIR)
+        paths.private_dir(paths.RUNS_DIR)
+        self.tidy_records()
+        paths.RUNNER_SOCKET.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(self.handle, path=str(paths.RUNNER_SOCKET))
+        paths.RUNNER_SOCKET.chmod(0o600)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.container_stop)
+        log.info("ready on %s", paths.RUNNER_SOCKET)
+        last_tidy = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            if self.stopping.is_set():
+                break
+            if not self.runs and time.monotonic() - self.last_request > IDLE_EXIT:
+                log.info("nothing to run for %.0f s: exiting (notebookctl run starts it again)", IDLE_EXIT)
+                break
+            if time.monotonic() - last_tidy > 3600:
+                self.tidy_records()
+                last_tidy = time.monotonic()
+        server.close()
+        paths.RUNNER_SOCKET.unlink(missing_ok=True)
+        tasks = [run.task for run in self.runs.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=8)
+        return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="notebook-runner: %(message)s")
+    return asyncio.run(Runner().serve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""`notebookctl run` and `notebookctl runs`: the client side of the notebook runner (runner.py).
+
+Starts the runner when it is not running (a supervisord program started on demand), sends it one
+request, and reads the run records it keeps in the state volume (it is their only writer).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import paths
+
+ACTIVE = ("starting", "waiting", "running")
+START_TIMEOUT = 20.0
+
+
+class RunsError(Exception):
+    """Something the user must know or fix; the message says what."""
+
+
+def describe(record: dict) -> str:
+    """'running cell 3', 'failed at cell 2 (ZeroDivisionError)', ... for people."""
+    state, cell = record.get("state"), record.get("cell")
+    if state == "done":
+        errors = record.get("errors") or []
+        return "done" + (", with errors in " + ", ".join(f"cell {e['cell']} ({e['error']})" for e in errors)
+                         if errors else "")
+    if state == "failed":
+        return f"failed at cell {cell}" + (f" ({record['error']})" if record.get("error") else "")
+    if state == "stopped":
+        return f"stopped at cell {cell}"
+    if state == "interrupted":
+        return f"interrupted by {record.get('reason') or 'a container stop'} at cell {cell}"
+    if state == "waiting":
+        return f"waiting at cell {cell}: the kernel is busy with another request"
+    if state == "running":
+        return f"running cell {cell}"
+    return str(state)
+
+
+# --- records --------------------------------------------------------------------------------------
+
+def runner_alive(record: dict) -> bool:
+    pid = record.get("runner_pid")
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, TypeError):
+        return False
+    return b"persistent_notebooks.runner" in cmdline
+
+
+def all_runs() -> list[dict]:
+    """Every run record, newest first; an active one whose runner is gone is shown as interrupted."""
+    runs = []
+    if not paths.RUNS_DIR.is_dir():
+        return runs
+    for path in paths.RUNS_DIR.glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+            record["state"]  # noqa: B018 - a record without a state is skipped
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if record["state"] in ACTIVE and not runner_alive(record):
+            record.update(state="interrupted", reason="the end of the runner (it was killed)")
+        runs.append(record)
+    runs.sort(key=lambda r: r.get("started") or 0, reverse=True)
+    return runs
+
+
+def read_run(run_id: str) -> dict | None:
+    for record in all_runs():
+        if record["id"] == run_id:
+            return record
+    return None
+
+
+def active_by_kernel() -> dict[str, dict]:
+    """kernel id -> its active run, for `notebookctl kernels`."""
+    return {r["kernel_id"]: r for r in all_runs() if r["state"] in ACTIVE}
+
+
+# --- talking to the runner --------------------------------------------------------------------
+
+def _ask(request: dict, timeout: float) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(paths.RUNNER_SOCKET))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the runner closed the connection")
+            data += chunk
+    return json.loads(data)
+
+
+def start_runner() -> None:
+    """Ask supervisord to start the runner (it is not started with the container, and ends when idle)."""
+    result = subprocess.run(["supervisorctl", "-c", paths.SUPERVISORD_CONF, "start", "notebook-runner"],
+                            capture_output=True, text=True, timeout=30)
+    out = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 and "already started" not in out:
+        raise RunsError(f"could not start the notebook runner: {out} (see `docker compose logs notebooks`)")
+
+
+def request(op: str, timeout: float = 120, **fields) -> dict:
+    deadline = time.monotonic() + START_TIMEOUT
+    started = False
+    while True:
+        try:
+            reply = _ask({"op": op, **fields}, timeout)
+            break
+        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise RunsError(f"the notebook runner did not answer within {START_TIMEOUT:.0f} s "
+                                "(see `docker compose logs notebooks`)") from None
+            if not started or time.monotonic() > deadline - START_TIMEOUT / 2:
+                start_runner()
+                started = True
+            time.sleep(0.1)
+        except TimeoutError:
+            raise RunsError(f"the notebook runner did not reply within {timeout:.0f} s") from None
+    if not reply.get("ok"):
+        raise RunsError(reply.get("error") or "the runner refused the request")
+    return reply
+
+
+# --- showing --------------------------------------------------------------------------------------
+
+def elapsed(record: dict) -> float:
+    return max(0.0, (record.get("ended") or time.time()) - (record.get("started") or time.time()))
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else width
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def progress_line(record: dict) -> str:
+    done, total = record.get("cells_done", 0), record.get("cells_total", 0)
+    return f"{bar(done, total)} {done}/{total} cells  {clock(elapsed(record))}  {describe(record)}"
+
+
+def table(runs: list[dict]) -> str:
+    from .usage import columns
+
+    if not runs:
+        return "no runs yet: notebookctl run NOTEBOOK"
+    rows = [["RUN", "NOTEBOOK", "KERNEL", "PROGRESS", "ELAPSED", "STATE"]]
+    for r in runs:
+        done, total = r.get("cells_done", 0), r.get("cells_total", 0)
+        state = describe(r) + (f"; saved to {r['saved_to']}" if r.get("saved_to") else "")
+        if r.get("write_error"):
+            state += f"; {r['write_error']}"
+        rows.append([r["id"], r["notebook"], (r.get("kernel_id") or "-")[:8],
+                     f"{bar(done, total, 10)} {done}/{total}", clock(elapsed(r)), state])
+    return "\n".join(columns(rows))
+
+
+def follow(run_id: str, out=sys.stderr) -> int:
+    """Show a run's progress until it ends (Ctrl-C detaches; the run goes on). 0 if it ended done."""
+    tty = out.isatty()
+    last = None
+    try:
+        while True:
+            record = read_run(run_id)
+            if record is None:
+                raise RunsError(f"no run {run_id}")
+            line = progress_line(record)
+            if tty:
+                out.write("\r\x1b[K" + line)
+                out.flush()
+            elif line.split("  ", 2)[::2] != (last or "").split("  ", 2)[::2]:
+                print(line, file=out, flush=True)
+            last = line
+            if record["state"] not in ACTIVE:
+                if tty:
+                    out.write("\n")
+                for note in record.get("notes") or []:
+                    print(f"note: {note}", file=out)
+                if record.get("saved_to"):
+                    print(f"outputs saved to {record['saved_to']}", file=out)
+                return 0 if record["state"] == "done" and not record.get("errors") else 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        if tty:
+            out.write("\n")
+        print(f"detached; run {run_id} goes on (notebookctl runs)", file=out)
+        return 0
