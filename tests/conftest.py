@@ -116,3 +116,8 @@ def stack(docker_services, main_stack_config) -> Stack:
     """The main stack, started once for the session and healthy."""
     main_stack_config.wait_healthy()
     return main_stack_config
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds."""
+    items.sort(key=lambda item: 0 if "unit" in item.path.parent.parts[-1:] else 1)

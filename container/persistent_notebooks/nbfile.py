@@ -40,6 +40,8 @@ def parse(text: str, where: str) -> dict:
         raise NotebookError(f"{where} is nbformat {major}; runs need nbformat 4. Convert it first: "
                             f"`jupyter nbconvert --to notebook --nbformat 4 --inplace {where}`, or open and "
                             "save it in Jupyter.")
+    if not isinstance(nb.get("cells"), list):
+        raise NotebookError(f"{where} is not a Jupyter notebook (no 'cells' list).")
     for i, cell in enumerate(nb["cells"], 1):
         if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
             raise NotebookError(f"{where}: cell {i} is not a notebook cell (cell_type code, markdown or raw).")

@@ -1,0 +1,391 @@
+"""Server-side notebook runs (notebookctl run / runs): a notebook run in its kernel with no client
+connected, its outputs merged into the file, through a Jupyter crash, edits, errors, stops and a
+container restart. On a stack of this module's own: it kills Jupyter and, last, restarts the container.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import TEST_GID, TEST_UID
+from kernelclient import KernelConnection, api
+from stack import Stack, owned_folder, wait_for
+
+# A 2x2 red PNG, as a kernel displays it (IPython.display.Image).
+PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
+    "0000001649444154789c63f8cfc0f09f81e13f03c37f0600001ffe03fd7b8a1b1e"
+    "0000000049454e44ae426082")).decode()
+ACTIVE = ("starting", "waiting", "running")
+
+
+@pytest.fixture(scope="module")
+def runs_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
+    workspace = owned_folder(tmp_path_factory.mktemp("runs") / "workspace", TEST_UID, TEST_GID)
+    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+    try:
+        stack.up()
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture
+def stack(runs_stack: Stack) -> Iterator[Stack]:
+    runs_stack.wait_healthy()
+    yield runs_stack
+    print(runs_stack.logs()[-6000:])  # shown by pytest when the test failed
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def cell(source: str, kind: str = "code", cid: str | None = None) -> dict:
+    made = {"cell_type": kind, "id": cid or uuid.uuid4().hex[:8], "metadata": {}, "source": source}
+    if kind == "code":
+        made.update(execution_count=None, outputs=[])
+    return made
+
+
+def write_notebook(stack: Stack, name: str, cells: list[dict], kernel: str = "python3", minor: int = 5) -> Path:
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": kernel, "display_name": kernel,
+                                                      "language": "python"}},
+          "nbformat": 4, "nbformat_minor": minor}
+    return write_file(stack, name, json.dumps(nb, indent=1))
+
+
+def write_file(stack: Stack, name: str, text: str) -> Path:
+    """Save as an editor does: the whole file replaced at once, owned by the notebook user."""
+    path = stack.workspace / name
+    tmp = path.with_name(f".{path.name}.saving")
+    tmp.write_text(text)
+    if os.getuid() == 0:
+        os.chown(tmp, TEST_UID, TEST_GID)
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def text_of(c: dict) -> str:
+    """Every stream text of a cell, as one string."""
+    return "".join("".join(o["text"]) if isinstance(o["text"], list) else o["text"]
+                   for o in c["outputs"] if o["output_type"] == "stream")
+
+
+def notebookctl(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return stack.exec("notebookctl", *args, check=check, timeout=120)
+
+
+def start_run(stack: Stack, *args: str) -> str:
+    """`notebookctl run ARGS` (returns once started); the run's id."""
+    out = notebookctl(stack, "run", *args).stdout
+    assert out.startswith("run "), out
+    return out.split()[1].rstrip(":")
+
+
+def run_record(stack: Stack, run_id: str) -> dict:
+    found = [r for r in json.loads(notebookctl(stack, "runs", "--json").stdout) if r["id"] == run_id]
+    assert found, f"run {run_id} not listed"
+    return found[0]
+
+
+def wait_run(stack: Stack, run_id: str, timeout: float = 90, until=None) -> dict:
+    """Poll the run's record until it ends (or until(record) holds); the record."""
+    until = until or (lambda r: r["state"] not in ACTIVE)
+    seen: list[dict] = []
+
+    def reached():
+        seen[:] = [run_record(stack, run_id)]
+        return seen[0] if until(seen[0]) else None
+    try:
+        return wait_for(reached, timeout, f"run {run_id} to reach the awaited state", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen}") from None
+
+
+def validate_in_container(stack: Stack, path: Path) -> None:
+    """The file should be valid nbformat, as Jupyter and VSCode read it."""
+    stack.exec("python", "-c", "import sys, nbformat; nbformat.validate(nbformat.read(sys.argv[1], as_version=4))",
+               f"/workspace/{path.name}")
+
+
+def wait_source(name: str) -> str:
+    """Code for a cell that waits until the test creates a file (no fixed sleep on either side)."""
+    return f"import os, time\nwhile not os.path.exists('/workspace/{name}'):\n    time.sleep(0.05)\nprint('go')"
+
+
+def touch(stack: Stack, name: str) -> None:
+    (stack.workspace / name).write_text("")
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+def test_run_fills_the_notebook_in_the_session_kernel(stack: Stack):
+    """A run should put every cell's outputs and counts into the file, in the kernel of the notebook's session."""
+    token = stack.token()
+    path = write_notebook(stack, "four.ipynb", [
+        cell("# Four cells", "markdown"),
+        cell("print('one')"),
+        cell("import sys\nprint('err', file=sys.stderr)\n6 * 7"),
+        cell("for i in range(3):\n    print(i)"),
+        cell("print(before)"),
+    ])
+    session = api(stack.base_url, token, "/api/sessions", "POST",
+                  {"path": "four.ipynb", "type": "notebook", "name": "four.ipynb", "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    with KernelConnection(stack.base_url, token, kernel_id) as client:  # as VSCode, then it goes away
+        assert client.execute("before = 'set by hand'")["error"] is None
+    run_id = start_run(stack, "four.ipynb")
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    assert record["kernel_id"] == kernel_id, "the run should use the session's kernel"
+    nb = read(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c["execution_count"] for c in code]
+    assert counts[0] and counts == list(range(counts[0], counts[0] + 4)), counts
+    assert text_of(code[0]) == "one\n"
+    assert "err\n" in text_of(code[1])
+    results = [o for o in code[1]["outputs"] if o["output_type"] == "execute_result"]
+    assert results and "".join(results[0]["data"]["text/plain"]) == "42", code[1]["outputs"]
+    assert text_of(code[2]) == "0\n1\n2\n"
+    assert text_of(code[3]) == "set by hand\n", "the variable set by hand should be there: same kernel"
+    assert nb["metadata"]["persistent_notebooks"]["run"]["state"] == "done"
+    assert "".join(nb["cells"][0]["source"]) == "# Four cells"
+    validate_in_container(stack, path)
+    sessions = api(stack.base_url, token, "/api/sessions")
+    assert [s["kernel"]["id"] for s in sessions if s["path"] == "four.ipynb"] == [kernel_id]
+
+
+def test_run_without_a_session_makes_one_an_editor_finds(stack: Stack):
+    """A run of a notebook with no session should start its kernelspec's kernel in a session for that path."""
+    path = write_notebook(stack, "fresh.ipynb", [cell("answer = 42\nprint(answer)")])
+    run_id = start_run(stack, "fresh.ipynb")
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    sessions = [s for s in api(stack.base_url, stack.token(), "/api/sessions") if s["path"] == "fresh.ipynb"]
+    assert sessions and sessions[0]["kernel"]["id"] == record["kernel_id"], sessions
+    assert sessions[0]["kernel"]["name"] == "python3"
+    with KernelConnection(stack.base_url, stack.token(), record["kernel_id"]) as client:
+        assert client.execute("print(answer)")["stdout"] == "42\n"
+    assert text_of(read(path)["cells"][0]) == "42\n"
+
+
+def test_run_goes_on_through_a_jupyter_kill(stack: Stack):
+    """kill -9 of Jupyter while a run's cell prints should lose no line and run no cell twice."""
+    path = write_notebook(stack, "crash.ipynb", [
+        cell("import time\nfor i in range(50):\n    print(i, flush=True)\n    time.sleep(0.1)"),
+        cell("print('after')"),
+    ])
+    run_id = start_run(stack, "crash.ipynb")
+    wait_for(lambda: text_of(read(path)["cells"][0]).count("\n") >= 5, 30, "the first lines in the file")
+    stack.kill_jupyter()
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    cells = read(path)["cells"]
+    assert text_of(cells[0]) == "".join(f"{i}\n" for i in range(50)), text_of(cells[0])
+    assert text_of(cells[1]) == "after\n"
+    assert cells[1]["execution_count"] == cells[0]["execution_count"] + 1, "no cell should run twice"
+
+
+def test_edits_saved_during_a_run_are_kept(stack: Stack):
+    """A cell added and another edited and saved meanwhile should stay, with the outputs in the right cells."""
+    cells = [cell(wait_source("go-edit"), cid="wait"), cell("print('two')", cid="two"),
+             cell("print('three')", cid="three")]
+    path = write_notebook(stack, "edit.ipynb", cells)
+    run_id = start_run(stack, "edit.ipynb")
+    wait_run(stack, run_id, until=lambda r: r["state"] == "running")
+    nb = read(path)
+    nb["cells"].insert(1, cell("print('added by the user')", cid="added"))
+    nb["cells"][3]["source"] = "print('three, edited')"
+    nb["cells"].append(cell("A note", "markdown", cid="note"))
+    write_file(stack, "edit.ipynb", json.dumps(nb, indent=1))
+    touch(stack, "go-edit")
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    by_id = {c["id"]: c for c in read(path)["cells"]}
+    assert [c for c in by_id] == ["wait", "added", "two", "three", "note"], list(by_id)
+    assert text_of(by_id["wait"]) == "go\n"
+    assert by_id["added"]["outputs"] == [] and by_id["added"]["execution_count"] is None
+    assert text_of(by_id["two"]) == "two\n"
+    assert "".join(by_id["three"]["source"]) == "print('three, edited')"
+    assert text_of(by_id["three"]) == "three, edited\n", "a cell edited before the run reached it runs as saved"
+    assert any("cell 4 was edited" in note for note in record["notes"]), record["notes"]
+    validate_in_container(stack, path)
+
+
+def test_an_error_stops_the_run_unless_keep_going(stack: Stack):
+    """An error in cell 2 should stop the run there, its traceback in the cell; --keep-going runs the rest."""
+    cells = [cell("print(1)"), cell("1 / 0"), cell("print(3)"), cell("print(4)")]
+    path = write_notebook(stack, "error.ipynb", cells)
+    record = wait_run(stack, start_run(stack, "error.ipynb"))
+    assert record["state"] == "failed" and record["cell"] == 2 and record["error"] == "ZeroDivisionError", record
+    assert "failed at cell 2 (ZeroDivisionError)" in notebookctl(stack, "runs").stdout
+    got = read(path)["cells"]
+    errors = [o for o in got[1]["outputs"] if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "ZeroDivisionError" and errors[0]["traceback"], got[1]["outputs"]
+    assert got[2]["outputs"] == [] and got[2]["execution_count"] is None, got[2]
+    assert got[3]["outputs"] == [] and got[3]["execution_count"] is None, got[3]
+
+    record = wait_run(stack, start_run(stack, "error.ipynb", "--keep-going"))
+    assert record["state"] == "done" and record["errors"] == [{"cell": 2, "error": "ZeroDivisionError"}], record
+    got = read(path)["cells"]
+    assert text_of(got[2]) == "3\n" and text_of(got[3]) == "4\n"
+
+
+def test_cells_and_from_select_what_runs(stack: Stack):
+    """--cells and --from should run only the cells named (counted from 1, markdown included)."""
+    cells = [cell("print('a')"), cell("Text", "markdown"), cell("print('c')"), cell("print('d')")]
+    path = write_notebook(stack, "range.ipynb", cells)
+    assert wait_run(stack, start_run(stack, "range.ipynb", "--cells", "2-3"))["state"] == "done"
+    got = read(path)["cells"]
+    assert [text_of(got[i]) for i in (0, 2, 3)] == ["", "c\n", ""]
+    assert wait_run(stack, start_run(stack, "range.ipynb", "--from", "4"))["state"] == "done"
+    assert text_of(read(path)["cells"][3]) == "d\n"
+
+
+def test_a_display_of_a_png_is_saved_as_jupyter_saves_it(stack: Stack):
+    """A cell that displays a PNG should leave the image in the file, base64 under image/png."""
+    path = write_notebook(stack, "image.ipynb", [cell(
+        "import base64\nfrom IPython.display import Image, display\n"
+        f"display(Image(data=base64.b64decode('{PNG}')))")])
+    assert wait_run(stack, start_run(stack, "image.ipynb"))["state"] == "done"
+    outputs = read(path)["cells"][0]["outputs"]
+    images = [o for o in outputs if o["output_type"] == "display_data" and "image/png" in o["data"]]
+    assert images, outputs
+    assert "".join(images[0]["data"]["image/png"]).strip() == PNG
+    validate_in_container(stack, path)
+
+
+def test_a_run_waits_behind_a_cell_run_by_hand(stack: Stack):
+    """A run in a kernel busy with a cell run by hand should show 'waiting', then run once the kernel is free."""
+    token = stack.token()
+    write_notebook(stack, "queue.ipynb", [cell("print('ran after the hand cell')")])
+    session = api(stack.base_url, token, "/api/sessions", "POST",
+                  {"path": "queue.ipynb", "type": "notebook", "name": "queue.ipynb", "kernel": {"name": "python3"}})
+    with KernelConnection(stack.base_url, token, session["kernel"]["id"]) as client:
+        hand = client.submit(wait_source("go-queue"))
+        run_id = start_run(stack, "queue.ipynb")
+        record = wait_run(stack, run_id, until=lambda r: r["state"] == "waiting")
+        assert "waiting" in notebookctl(stack, "runs", "--active").stdout
+        touch(stack, "go-queue")
+        assert client.follow(hand)["stdout"] == "go\n"
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+
+
+def test_deleted_notebook_is_saved_to_a_side_file(stack: Stack):
+    """A notebook deleted mid-run should have its run go on and save to a side file the status names."""
+    path = write_notebook(stack, "gone.ipynb", [cell(wait_source("go-gone")), cell("print('still here')")])
+    run_id = start_run(stack, "gone.ipynb")
+    wait_run(stack, run_id, until=lambda r: r["state"] == "running")
+    path.unlink()
+    touch(stack, "go-gone")
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    assert record["saved_to"] == f"/workspace/gone.run-{run_id}.ipynb", record
+    side = read(stack.workspace / f"gone.run-{run_id}.ipynb")
+    assert text_of(side["cells"][1]) == "still here\n"
+    assert f"saved to /workspace/gone.run-{run_id}.ipynb" in notebookctl(stack, "runs").stdout
+    assert not path.exists()
+
+
+def test_a_kernel_that_dies_fails_the_run_at_that_cell(stack: Stack):
+    """A kernel killed mid-run should fail the run at that cell, saying so there; earlier outputs kept."""
+    path = write_notebook(stack, "dies.ipynb", [cell("print('before')"), cell("import os\nos.kill(os.getpid(), 9)"),
+                                                 cell("print('never')")])
+    record = wait_run(stack, start_run(stack, "dies.ipynb"))
+    assert record["state"] == "failed" and record["cell"] == 2 and "kernel died" in record["error"], record
+    got = read(path)["cells"]
+    assert text_of(got[0]) == "before\n"
+    assert [o["ename"] for o in got[1]["outputs"] if o["output_type"] == "error"] == ["DeadKernelError"]
+    assert got[2]["outputs"] == []
+
+
+BAD = {
+    "not a notebook": ("data.ipynb", '{"just": "json"}', [], "is not a Jupyter notebook"),
+    "invalid JSON": ("broken.ipynb", '{"cells": [', [], "is not valid JSON"),
+    "nbformat 3": ("old.ipynb", json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}),
+                   [], "nbformat 3"),
+    "outside the workspace": (None, None, ["/etc/hostname"], "is outside the workspace"),
+    "outside through a link": ("link.ipynb", None, [], "outside the workspace"),
+    "missing file": (None, None, ["nowhere.ipynb"], "no such file"),
+    "unknown kernel": ("ok.ipynb", None, ["--kernel", "nosuchkernel"], "--kernel nosuchkernel"),
+    "unknown kernelspec": ("other.ipynb", "kernel:nosuchspec", [], "asks for kernel 'nosuchspec'"),
+    "cells outside": ("ok.ipynb", None, ["--cells", "2-9"], "the notebook has 1 cells"),
+    "from outside": ("ok.ipynb", None, ["--from", "5"], "the notebook has 1 cells"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_and_changes_nothing(stack: Stack, case: str):
+    """A bad run request should fail with a message that names the problem, leaving the file as it was."""
+    name, content, extra, message = BAD[case]
+    path = None
+    if name == "link.ipynb":
+        path = stack.workspace / name
+        path.unlink(missing_ok=True)
+        path.symlink_to("/etc/hostname")
+    elif name is not None:
+        if content is None or content.startswith("kernel:"):
+            # nbformat 4.4 without cell ids: a run that starts would add them; a refused one must not
+            nb = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                             "source": "print(1)"}],
+                  "metadata": {"kernelspec": {"name": content[7:] if content else "python3", "display_name": "x"}},
+                  "nbformat": 4, "nbformat_minor": 4}
+            content = json.dumps(nb)
+        path = write_file(stack, name, content)
+    before = path.read_bytes() if path is not None and not path.is_symlink() else None
+    args = extra if name is None else [name, *extra]
+    result = notebookctl(stack, "run", *args, check=False)
+    assert result.returncode != 0, result.stdout
+    assert message in result.stderr, result.stderr
+    if before is not None:
+        assert path.read_bytes() == before, "a refused run must not touch the file"
+
+
+def test_two_runs_of_one_notebook_refused_and_stop_interrupts(stack: Stack):
+    """A second run of a running notebook should be refused naming the first; --stop should interrupt it."""
+    path = write_notebook(stack, "long.ipynb", [cell("import time\nfor i in range(6000):\n    time.sleep(0.01)"),
+                                                 cell("print('not reached')")])
+    run_id = start_run(stack, "long.ipynb")
+    wait_run(stack, run_id, until=lambda r: r["state"] == "running")
+    second = notebookctl(stack, "run", "long.ipynb", check=False)
+    assert second.returncode != 0 and f"run {run_id}" in second.stderr, second.stderr
+    kernels = json.loads(notebookctl(stack, "kernels", "--json").stdout)["kernels"]
+    assert [k["run"]["id"] for k in kernels if k.get("run")] == [run_id], kernels
+    host = stack.run_script("runs", "--active")
+    assert host.returncode == 0 and run_id in host.stdout, host.stdout + host.stderr
+    notebookctl(stack, "run", "--stop", "long.ipynb")
+    record = wait_run(stack, run_id, timeout=30)
+    assert record["state"] == "stopped" and record["cell"] == 1, record
+    got = read(path)["cells"]
+    assert [o["ename"] for o in got[0]["outputs"] if o["output_type"] == "error"] == ["KeyboardInterrupt"]
+    assert got[1]["outputs"] == []
+    assert "stopped at cell 1" in notebookctl(stack, "runs").stdout
+
+
+def test_a_container_restart_ends_the_run_saying_where(stack: Stack):
+    """A container restart should end a run cleanly, the notebook and the status saying at which cell."""
+    path = write_notebook(stack, "restart.ipynb", [cell("print('first')"),
+                                                    cell("import time\nprint('long', flush=True)\ntime.sleep(600)")])
+    run_id = start_run(stack, "restart.ipynb")
+    wait_for(lambda: "long" in text_of(read(path)["cells"][1]), 30, "the second cell to print")
+    stack.compose("restart", timeout=120)
+    stack.wait_healthy()
+    record = run_record(stack, run_id)
+    assert record["state"] == "interrupted" and record["cell"] == 2, record
+    assert "interrupted by a container stop at cell 2" in notebookctl(stack, "runs").stdout
+    nb = read(path)
+    assert nb["metadata"]["persistent_notebooks"]["run"]["state"] == "interrupted"
+    assert "the container stopped while this cell ran" in text_of(nb["cells"][1])
+    assert text_of(nb["cells"][0]) == "first\n"

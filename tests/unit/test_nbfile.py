@@ -1,0 +1,130 @@
+"""Unit layer: the notebook logic of server-side runs (container/persistent_notebooks/nbfile.py), no Docker."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "container"))
+from persistent_notebooks import nbfile  # noqa: E402
+
+
+def notebook(*cells: dict, minor: int = 5) -> dict:
+    return {"cells": list(cells), "metadata": {}, "nbformat": 4, "nbformat_minor": minor}
+
+
+def code(source: str, cid: str) -> dict:
+    return {"cell_type": "code", "id": cid, "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{", "is not valid JSON"),
+    ('{"a": 1}', "is not a Jupyter notebook"),
+    ('{"nbformat": 3, "worksheets": []}', "nbformat 3"),
+    ('{"nbformat": 4, "cells": {}}', "no 'cells' list"),
+    ('{"nbformat": 4, "cells": [{"cell_type": "sql"}]}', "cell 1 is not a notebook cell"),
+])
+def test_parse_refuses_what_is_not_an_nbformat_4_notebook(text, message):
+    """parse should refuse anything but an nbformat 4 notebook, naming the file and the problem."""
+    with pytest.raises(nbfile.NotebookError, match=message) as info:
+        nbfile.parse(text, "x.ipynb")
+    assert "x.ipynb" in str(info.value)
+
+
+def test_ensure_ids_adds_missing_and_duplicate_ids_and_upgrades_minor():
+    """ensure_ids should give every cell a unique id and mark the notebook 4.5."""
+    nb = notebook({"cell_type": "markdown", "source": "a", "metadata": {}}, code("x", "same"), code("y", "same"),
+                  minor=4)
+    assert nbfile.ensure_ids(nb)
+    ids = [c["id"] for c in nb["cells"]]
+    assert len(set(ids)) == 3 and ids[1] == "same" and nb["nbformat_minor"] == 5
+    assert not nbfile.ensure_ids(nb), "a notebook with ids should be left as it is"
+
+
+def test_parse_range_and_plan_count_cells_as_the_editor_does():
+    """Cell numbers should count every cell from 1; the plan should hold the non-empty code cells only."""
+    nb = notebook(code("a", "1"), {"cell_type": "markdown", "id": "2", "metadata": {}, "source": "m"},
+                  code("  \n", "3"), code(["b", "c"], "4"))
+    assert nbfile.parse_range("2-4", 4) == (2, 4)
+    assert nbfile.parse_range("3", 4) == (3, 3)
+    assert nbfile.parse_range("2-", 4) == (2, 4)
+    for bad in ("0-2", "3-2", "2-5", "x", "1-y"):
+        with pytest.raises(nbfile.NotebookError):
+            nbfile.parse_range(bad, 4)
+    assert [(c["id"], c["number"], c["source"]) for c in nbfile.plan(nb)] == [("1", 1, "a"), ("4", 4, "bc")]
+    assert [c["number"] for c in nbfile.plan(nb, 2, 4)] == [4]
+
+
+def test_merge_changes_only_the_executed_cells_outputs():
+    """merge should keep every edit made meanwhile and set only the executed cells' outputs and counts."""
+    current = notebook(code("added by the user", "new"), code("edited", "a"),
+                       {"cell_type": "markdown", "id": "b", "metadata": {}, "source": "now markdown"})
+    current["cells"][0]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "theirs"}]
+    results = {"a": {"outputs": [{"output_type": "stream", "name": "stdout", "text": "ours"}], "execution_count": 7},
+               "b": {"outputs": [], "execution_count": 8}, "gone": {"outputs": [], "execution_count": 9}}
+    merged, missing = nbfile.merge(current, results, {"state": "running"})
+    assert [c["source"] for c in merged["cells"]] == ["added by the user", "edited", "now markdown"]
+    assert merged["cells"][0]["outputs"][0]["text"] == "theirs"
+    assert merged["cells"][1]["outputs"][0]["text"] == "ours" and merged["cells"][1]["execution_count"] == 7
+    assert "outputs" not in merged["cells"][2], "a markdown cell must not get outputs"
+    assert sorted(missing) == ["b", "gone"]
+    assert merged["metadata"]["persistent_notebooks"] == {"run": {"state": "running"}}
+
+
+def test_cell_outputs_are_built_as_frontends_build_them():
+    """Streams should coalesce, \\r overwrite, clear_output(wait) wait, display updates reach earlier cells."""
+    displays: dict = {}
+    first = nbfile.CellOutputs(displays)
+    first.add("execute_input", {"execution_count": 3})
+    first.add("stream", {"name": "stdout", "text": "a\n"})
+    first.add("stream", {"name": "stdout", "text": "b\n"})
+    first.add("stream", {"name": "stderr", "text": "e\n"})
+    first.add("stream", {"name": "stderr", "text": "10%\r"})
+    first.add("stream", {"name": "stderr", "text": "\r50%\r"})
+    first.add("stream", {"name": "stderr", "text": "100%\n"})
+    first.add("display_data", {"data": {"text/plain": "v1"}, "metadata": {}, "transient": {"display_id": "d"}})
+    assert [o.get("text") for o in first.outputs[:2]] == ["a\nb\n", "e\n100%\n"]
+    second = nbfile.CellOutputs(displays)
+    second.add("update_display_data", {"data": {"text/plain": "v2"}, "metadata": {}, "transient": {"display_id": "d"}})
+    assert first.outputs[2]["data"] == {"text/plain": "v2"}, "update_display_data should reach the earlier display"
+    second.add("stream", {"name": "stdout", "text": "old"})
+    second.add("clear_output", {"wait": True})
+    assert second.outputs, "clear_output(wait=True) should wait for the next output"
+    second.add("execute_result", {"data": {"text/plain": "1"}, "metadata": {}, "execution_count": 4})
+    assert [o["output_type"] for o in second.outputs] == ["execute_result"]
+    assert second.execution_count == 4 and first.execution_count == 3
+    second.add("clear_output", {"wait": False})
+    assert second.outputs == []
+    snapshot = first.result()
+    first.add("stream", {"name": "stdout", "text": "more"})
+    assert snapshot["outputs"][0]["text"] == "a\nb\n", "a result taken for writing must not change afterwards"
+
+
+def test_atomic_write_leaves_the_old_file_when_the_disk_is_full(tmp_path, monkeypatch):
+    """A failed write (disk full) should leave the notebook as it was and no temporary file."""
+    path = tmp_path / "nb.ipynb"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    nbfile.atomic_write(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        nbfile.atomic_write(path, json.dumps({"big": "x" * 1000}))
+    assert path.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["nb.ipynb"]
+
+
+def test_side_file_beside_the_notebook_else_in_the_state_volume(tmp_path):
+    """The side file of a deleted notebook should go beside it, or to the fallback folder if that is gone."""
+    assert nbfile.side_file(tmp_path / "a.ipynb", "abcd", tmp_path / "runs") == tmp_path / "a.run-abcd.ipynb"
+    assert nbfile.side_file(tmp_path / "gone" / "a.ipynb", "abcd", tmp_path / "runs") == \
+        tmp_path / "runs" / "a.run-abcd.ipynb"
