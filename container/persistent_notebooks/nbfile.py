@@ -125,9 +125,15 @@ def dumps(nb: dict) -> str:
     return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
 
 
-def atomic_write(path: Path, text: str) -> None:
+class Changed(Exception):
+    """The file changed on disk while a write was prepared: merge into the new content instead."""
+
+
+def atomic_write(path: Path, text: str, unchanged=None) -> None:
     """Replace `path` by a file holding `text`: a temporary file beside it, fsync, rename, fsync of the
-    folder. On any error (disk full included) the temporary file is removed and `path` is untouched."""
+    folder. On any error (disk full included) the temporary file is removed and `path` is untouched.
+    `unchanged()`, if given, is asked right before the rename (after the slow fsync), so that a save by
+    someone else meanwhile is not overwritten: it raises Changed if it returns False."""
     data = text.encode()
     try:
         mode = path.stat().st_mode & 0o777
@@ -145,6 +151,8 @@ def atomic_write(path: Path, text: str) -> None:
         finally:
             os.close(fd)
         os.chmod(tmp, mode)
+        if unchanged is not None and not unchanged():
+            raise Changed(str(path))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -235,12 +235,19 @@ class Run:
             text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
             if not text.endswith("\n"):
                 text += "\n"
-            if before is not None:
-                after = self.path.stat()
-                if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size,
-                                                                           before.st_mtime_ns):
-                    continue  # saved by someone else meanwhile: merge into that instead
-            nbfile.atomic_write(self.target, text)
+            def unchanged(before=before) -> bool:
+                if before is None:
+                    return True
+                try:
+                    after = self.path.stat()
+                except OSError:
+                    return False
+                return (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size,
+                                                                            before.st_mtime_ns)
+            try:
+                nbfile.atomic_write(self.target, text, unchanged)
+            except nbfile.Changed:
+                continue  # saved by someone else meanwhile: merge into that instead
             self.base = merged
             return
         raise OSError("the notebook kept changing while the run tried to save it")
@@ -267,16 +274,18 @@ class Run:
         size = len(json.dumps(self.base)) if cost > 0.05 else 0
         self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
 
-    async def current_source(self, cell: dict) -> str | None:
+    async def current_cell(self, cell: dict) -> tuple[str | None, int]:
+        """The cell's code and number (1-based, as the editor counts) in the file as saved now; None as
+        code if it was deleted or is no longer a code cell. From the plan if the file is gone."""
         if self.target != self.path:
-            return cell["source"]
+            return cell["source"], cell["number"]
         nb = await asyncio.to_thread(self._read_current)
         if nb is None:
-            return cell["source"]  # gone: the run goes on from what it read last; the write says where
-        for c in nb["cells"]:
+            return cell["source"], cell["number"]  # the next write says where the outputs go instead
+        for number, c in enumerate(nb["cells"], 1):
             if c.get("id") == cell["id"]:
-                return nbfile.source(c) if c.get("cell_type") == "code" else None
-        return None
+                return (nbfile.source(c) if c.get("cell_type") == "code" else None), number
+        return None, cell["number"]
 
     # --- executing ------------------------------------------------------------------------------
 
@@ -313,15 +322,15 @@ class Run:
         for index, cell in enumerate(self.cells):
             if self.stop_reason:
                 break
-            self.record.update(cell=cell["number"], cell_index=index + 1)
-            code = await self.current_source(cell)
+            code, number = await self.current_cell(cell)
+            self.record.update(cell=number, cell_index=index + 1)
             if code is None:
-                self.note(f"cell {cell['number']} was deleted (or is no longer a code cell): skipped")
+                self.note(f"cell {number} was deleted (or is no longer a code cell) since the run started: skipped")
                 self.record["cells_done"] = index + 1
                 continue
             if code != cell["source"]:
-                self.note(f"cell {cell['number']} was edited after the run started: ran the version saved "
-                          "when the run reached it")
+                self.note(f"cell {number} was edited after the run started: ran the version saved when the run "
+                          "reached it")
             outputs = self.results[cell["id"]] = nbfile.CellOutputs(self.displays)
             self.dirty = True
             outcome = await self.execute(channels, outputs, code)

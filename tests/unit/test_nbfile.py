@@ -128,3 +128,13 @@ def test_side_file_beside_the_notebook_else_in_the_state_volume(tmp_path):
     assert nbfile.side_file(tmp_path / "a.ipynb", "abcd", tmp_path / "runs") == tmp_path / "a.run-abcd.ipynb"
     assert nbfile.side_file(tmp_path / "gone" / "a.ipynb", "abcd", tmp_path / "runs") == \
         tmp_path / "runs" / "a.run-abcd.ipynb"
+
+
+def test_atomic_write_refuses_to_overwrite_a_save_made_meanwhile(tmp_path):
+    """A write whose precondition fails right before the rename should leave the other save in place."""
+    path = tmp_path / "nb.ipynb"
+    path.write_text("theirs")
+    with pytest.raises(nbfile.Changed):
+        nbfile.atomic_write(path, "ours", unchanged=lambda: False)
+    assert path.read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["nb.ipynb"]
