@@ -461,6 +461,10 @@ def run(args: argparse.Namespace) -> dict:
                                    "command_s": took}
         api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
 
+        # 5e. server-side runs (notebookctl run): per-cell cost against one websocket, output to file, writes
+        progress("server-side runs")
+        results["runs"] = runs_figures(stack, token, workspace, runs, seconds=5 if args.quick else 30)
+
         # 6. image size
         results["image"] = image_sizes(client, image, args.base_image)
     finally:
@@ -474,6 +478,88 @@ def run(args: argparse.Namespace) -> dict:
         env_file.unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(workspace)])
     return results
+
+
+def write_notebook(workspace: Path, name: str, sources: list[str]) -> None:
+    cells = [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": src} for i, src in enumerate(sources)]
+    path = workspace / name
+    path.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "P"}},
+                                "nbformat": 4, "nbformat_minor": 5}))
+    if os.getuid() == 0:
+        os.chown(path, 1000, 1000)
+
+
+def run_notebook(stack: Stack, name: str) -> dict:
+    """notebookctl run NAME --wait in the container; the run's record."""
+    out = stack.exec("notebookctl", "run", name, "--wait", timeout=600).stdout
+    run_id = out.split()[1].rstrip(":")
+    return next(r for r in json.loads(stack.exec("notebookctl", "runs", "--json").stdout) if r["id"] == run_id)
+
+
+def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: float) -> dict:
+    cells = 50
+    write_notebook(workspace, "bench-1.ipynb", ["x = 1"])
+    write_notebook(workspace, "bench-n.ipynb", ["x = 1"] * (cells + 1))
+    per_cell = []
+    for _ in range(runs):
+        one, many = run_notebook(stack, "bench-1.ipynb"), run_notebook(stack, "bench-n.ipynb")
+        per_cell.append(((many["ended"] - many["started"]) - (one["ended"] - one["started"])) / cells)
+    # The same trivial cells sent one after another over one websocket, as an editor runs them.
+    kernel_id = next(s["kernel"]["id"] for s in api(stack.base_url, token, "/api/sessions")
+                     if s["path"] == "bench-n.ipynb")
+    websocket = []
+    with KernelConnection(stack.base_url, token, kernel_id) as kernel:
+        for _ in range(runs):
+            started = time.monotonic()
+            for _ in range(cells):
+                kernel.execute("x = 1")
+            websocket.append((time.monotonic() - started) / cells)
+    # From a line printed in a long cell to the file holding it (read on the host, as an editor would).
+    write_notebook(workspace, "bench-latency.ipynb", [
+        "import time\nprint(repr(time.time()), flush=True)\ntime.sleep(3)"] * runs)
+    out = stack.exec("notebookctl", "run", "bench-latency.ipynb").stdout
+    run_id = out.split()[1].rstrip(":")
+    latency, seen = [], set()
+    deadline = time.monotonic() + 30 + 4 * runs
+    while len(latency) < runs and time.monotonic() < deadline:
+        try:
+            nb = json.loads((workspace / "bench-latency.ipynb").read_text())
+        except ValueError:
+            raise AssertionError("the notebook was read half-written") from None
+        now = time.time()
+        for c in nb["cells"]:
+            for o in c["outputs"]:
+                stamp = "".join(o.get("text", "")).strip()
+                if stamp and stamp not in seen:
+                    seen.add(stamp)
+                    latency.append(now - float(stamp))
+        time.sleep(0.005)
+    assert len(latency) == runs, f"only {len(latency)} of {runs} printed lines reached the file"
+    wait_for(lambda: next(r for r in json.loads(stack.exec("notebookctl", "runs", "--json").stdout)
+                          if r["id"] == run_id)["state"] == "done", 60, "the latency run to end")
+    # Bytes the runner writes while a cell prints 100 lines a second (each line one message).
+    lines = int(100 * seconds)
+    write_notebook(workspace, "bench-chatty.ipynb", [
+        f"import time\nfor i in range({lines}):\n    print(f'line {{i:06d}} of a chatty cell', flush=True)\n"
+        "    time.sleep(0.01)"])
+    out = stack.exec("notebookctl", "run", "bench-chatty.ipynb").stdout
+    run_id = out.split()[1].rstrip(":")
+    pid = stack.program_pid("notebook-runner")
+
+    def written() -> int:
+        io = stack.exec("cat", f"/proc/{pid}/io").stdout
+        return int(next(line.split()[1] for line in io.splitlines() if line.startswith("wchar:")))
+    before, started = written(), time.monotonic()
+    wait_for(lambda: next(r for r in json.loads(stack.exec("notebookctl", "runs", "--json").stdout)
+                          if r["id"] == run_id)["state"] == "done", seconds * 3 + 60, "the chatty run to end")
+    took, total = time.monotonic() - started, written() - before
+    size = (workspace / "bench-chatty.ipynb").stat().st_size
+    return {"per_cell_s": summary(per_cell), "websocket_per_cell_s": summary(websocket),
+            "overhead_per_cell_s": statistics.median(per_cell) - statistics.median(websocket),
+            "output_to_file_s": summary(latency),
+            "chatty": {"lines_per_s": 100, "seconds": took, "bytes_written": total,
+                       "bytes_per_minute": total * 60 / took, "final_file_bytes": size}}
 
 
 def fmt(s: dict, unit: str = "s") -> str:
@@ -523,6 +609,13 @@ def table(r: dict) -> str:
         f"{r['kernels_list']['pss_mib']:.1f} / {r['kernels_list']['rss_mib']:.1f} MiB "
         f"({r['kernels_list']['smaps_pss_mib']:.1f} / {r['kernels_list']['smaps_rss_mib']:.1f}); "
         f"the command {r['kernels_list']['command_s']:.2f} s | | |",
+        f"| notebookctl run, per trivial cell (50 cells) / the same cells over one websocket | "
+        f"{fmt(r['runs']['per_cell_s'])} / {fmt(r['runs']['websocket_per_cell_s'])}; overhead "
+        f"{1000 * r['runs']['overhead_per_cell_s']:.1f} ms per cell | | |",
+        f"| notebookctl run, a line printed in a long cell -> in the file | {fmt(r['runs']['output_to_file_s'])} | | |",
+        f"| notebookctl run, a cell printing 100 lines/s for {r['runs']['chatty']['seconds']:.0f} s: bytes written "
+        f"per minute (final file) | {r['runs']['chatty']['bytes_per_minute'] / MIB:.2f} MiB/min "
+        f"({r['runs']['chatty']['final_file_bytes'] / 1024:.0f} KiB) | | |",
         f"| image size (uncompressed) | {r['image']['total_mb']:.0f} MB | | |",
         "",
         "per process, idle (PSS / RSS MiB): " + ", ".join(
