@@ -44,6 +44,8 @@ def configure(c) -> None:
     c.KernelProvisionerFactory.default_provisioner_name = "persistent-local-provisioner"
     c.ServerApp.kernel_websocket_connection_class = "persistent_notebooks.connection.KeptOutputConnection"
     c.SessionManager.database_filepath = str(paths.SESSIONS_DB)
+    # Saves replace the file by rename: a crash mid-save leaves the old or the new file, never a truncated one.
+    c.ServerApp.contents_manager_class = "persistent_notebooks.contents.AtomicFileContentsManager"
     # Every environment made with `notebookctl env create`, and every .venv with ipykernel under the
     # workspace, is offered as a kernel (and so in VSCode's kernel picker).
     c.ServerApp.kernel_spec_manager_class = "persistent_notebooks.envs.EnvironmentKernelSpecManager"

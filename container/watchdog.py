@@ -1,9 +1,10 @@
-"""supervisord event listener: heal a hung Jupyter server, and hand a FATAL program to Docker.
+"""supervisord event listener: heal a hung Jupyter server or kernel keeper, hand a FATAL program to Docker.
 
 supervisord restarts a program that exits, but not one that hangs (kill -STOP, a deadlock): it stays
-RUNNING while its API is dead. On every TICK_5 this probes Jupyter's /api/status (with the token from
-the server's own runtime file); after FAILURES failed probes in a row it kills the server with
-SIGKILL, and supervisord starts a new one, which adopts the running kernels.
+RUNNING while dead to its clients. On every TICK_5 this probes Jupyter's /api/status (with the token
+from the server's own runtime file) and the kernel keeper's socket; after FAILURES failed probes in a
+row it kills the program with SIGKILL, and supervisord starts a new one: a new server adopts the
+running kernels, a new keeper follows them again.
 
 A program that reaches FATAL (it could not be started startretries times) would leave the container
 running but broken, "unhealthy" forever: Docker does nothing about that. So on PROCESS_STATE_FATAL
@@ -27,6 +28,8 @@ FAILURES = 3
 ON_DEMAND = ("notebook-runner",)
 PROBE_TIMEOUT = 4
 RUNTIME_DIR = os.environ.get("JUPYTER_RUNTIME_DIR", "/var/lib/persistent-notebooks/jupyter/runtime")
+KEEPER_SOCKET = os.path.join(os.environ.get("NOTEBOOK_STATE_DIR", "/var/lib/persistent-notebooks"), "run",
+                             "keeper.sock")
 
 
 def log(message: str) -> None:
@@ -49,9 +52,58 @@ def probe(pid: int) -> str | None:
         return str(exc)
 
 
+def probe_keeper() -> str | None:
+    """None if the kernel keeper answers a status request on its socket, else what went wrong."""
+    import socket
+    import struct
+
+    request = json.dumps({"op": "status", "id": 1}).encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(PROBE_TIMEOUT)
+            sock.connect(KEEPER_SOCKET)
+            sock.sendall(struct.pack("!I", len(request)) + request)
+            if len(sock.recv(4)) != 4:
+                return "closed the connection"
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+class Watched:
+    """One supervised program probed on every tick: killed after FAILURES failed probes in a row."""
+
+    def __init__(self, program: str, what: str, probe) -> None:
+        self.program, self.what, self.probe = program, what, probe
+        self.failed, self.pid = 0, None
+
+    def tick(self, rpc) -> None:
+        info = rpc.supervisor.getProcessInfo(self.program)
+        # Only a program that is RUNNING (past startsecs) is probed; a starting one is left alone.
+        if info["statename"] != "RUNNING":
+            self.failed, self.pid = 0, None
+            return
+        pid = info["pid"]
+        if pid != self.pid:
+            self.failed, self.pid = 0, pid
+        problem = self.probe(pid)
+        self.failed = 0 if problem is None else self.failed + 1
+        if problem is not None:
+            log(f"{self.what} (pid {pid}) did not answer ({self.failed}/{FAILURES}): {problem}")
+        if self.failed >= FAILURES:
+            log(f"{self.what} (pid {pid}) hangs: killing it; supervisord starts a new one")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.failed = 0
+
+
 def main() -> int:
     rpc = childutils.getRPCInterface(os.environ)
-    failed, watched = 0, None
+    # A new Jupyter adopts the running kernels; a new keeper follows them again.
+    watched = [Watched("jupyter", "Jupyter", probe), Watched("kernel-keeper", "the kernel keeper",
+                                                            lambda pid: probe_keeper())]
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         event = headers["eventname"]
@@ -67,26 +119,8 @@ def main() -> int:
             rpc.supervisor.shutdown()
             continue
         if event.startswith("TICK"):
-            info = rpc.supervisor.getProcessInfo("jupyter")
-            # Only a server that is RUNNING (past startsecs) is probed; a starting one is left alone.
-            if info["statename"] != "RUNNING":
-                failed, watched = 0, None
-            else:
-                pid = info["pid"]
-                if pid != watched:
-                    failed, watched = 0, pid
-                problem = probe(pid)
-                failed = 0 if problem is None else failed + 1
-                if problem is not None:
-                    log(f"Jupyter (pid {pid}) did not answer ({failed}/{FAILURES}): {problem}")
-                if failed >= FAILURES:
-                    log(f"Jupyter (pid {pid}) hangs: killing it; supervisord starts a new server, which "
-                        "adopts the running kernels")
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    failed = 0
+            for program in watched:
+                program.tick(rpc)
         childutils.listener.ok(sys.stdout)
 
 

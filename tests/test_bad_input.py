@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from stack import Stack, wait_for
+from stack import Stack
 
 
 def port_refuses(port: int) -> bool:
@@ -86,8 +86,8 @@ def test_root_owned_custom_workspace_is_refused_not_chowned(make_stack):
     assert stack.workspace.stat().st_uid == 0, "the custom workspace was chowned"
 
 
-def test_unreadable_token_secret_is_explained(make_stack, tmp_path):
-    """A token secret the notebook user cannot read should be explained, not answered with a traceback."""
+def test_unreadable_token_secret_is_refused_at_up(make_stack, tmp_path):
+    """A token secret the notebook user cannot read (the README's override) should fail `up`, saying why."""
     if os.getuid() != 0:
         pytest.skip("needs root to make a file the notebook user cannot read")
     secret = tmp_path / "jupyter_token"
@@ -95,12 +95,31 @@ def test_unreadable_token_secret_is_explained(make_stack, tmp_path):
     secret.chmod(0o600)  # root's, and the container user is not root
     override = tmp_path / "compose.override.yaml"
     override.write_text("services:\n  notebooks:\n    secrets: [ca_bundle, jupyter_token]\n"
+                        "  check:\n    secrets: [jupyter_token]\n"
                         f"secrets:\n  jupyter_token:\n    file: {secret}\n")
-    stack: Stack = make_stack(override=override)
-    stack.up(check=False)
-    logs = wait_for(lambda: "cannot be read" in (text := stack.logs()) and text, 60, "the explanation")
-    assert "chmod 644" in logs and "Traceback" not in logs, logs
-    assert port_refuses(stack.port)
+    refused(make_stack(override=override), "cannot be read by the notebook user", "chmod 644")
+
+
+@pytest.mark.parametrize("path, says", [
+    ("/nonexistent", "does not exist in the container"),
+    ("/etc/passwd", "white space"),
+    ("/dev/zero", "is not a regular file"),
+    ("/etc", "is a folder"),
+], ids=["missing", "not-a-token", "device", "folder"])
+def test_bad_token_file_is_refused_at_up(make_stack, path, says):
+    """A JUPYTER_TOKEN_FILE that is missing, a device, a folder or no token should fail `up`, named as it is."""
+    refused(make_stack(JUPYTER_TOKEN_FILE=path), says, path)
+
+
+def test_huge_token_is_refused_at_up(make_stack):
+    """A token too long for an HTTP header should fail `up` instead of every request failing later."""
+    refused(make_stack(JUPYTER_TOKEN="x" * 100_000), "at most 512")
+
+
+@pytest.mark.parametrize("value, says", [("100m", "below 256m"), ("6m", "below 256m")])
+def test_memory_limit_too_small_is_refused_at_up(make_stack, value, says):
+    """A NOTEBOOK_MEMORY_LIMIT the stack cannot start in should fail `up`, naming the minimum."""
+    refused(make_stack(NOTEBOOK_MEMORY_LIMIT=value), f"NOTEBOOK_MEMORY_LIMIT={value}", says)
 
 
 def test_missing_workspace_is_refused(make_stack, tmp_path):

@@ -52,7 +52,10 @@ def env_main(argv: list[str]) -> int:
         env = envs.create(args.name, args.packages, args.requirements, args.python)
         print(env.kernel_name)
     elif args.command == "list":
-        found = envs.all_environments()
+        scan = envs.scan_workspace()
+        found = envs.managed_environments() + scan.environments
+        for skipped in scan.skipped:
+            print(f"notebookctl env list: not searched: {skipped}", file=sys.stderr)
         if args.json:
             print(json.dumps([{"kernel": e.kernel_name, "environment": e.label, "prefix": str(e.prefix),
                                "source": e.source, "python": e.python_version} for e in found], indent=1))

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,8 @@ RESERVED = {"python3", "python", "base"}
 # Discovery of the workspace is cached this long (VSCode asks for the kernelspecs often); an env
 # made or removed with notebookctl shows at once (the envs folder's mtime changes).
 SCAN_TTL = 3.0
+SCAN_BUDGET = 30.0  # seconds one search of the workspace may take; what it did not reach is reported
+FIRST_SCAN_WAIT = 0.5  # the first kernelspec request waits this long for the first search
 
 
 class EnvError(Exception):
@@ -120,11 +123,25 @@ def managed_environments() -> list[Environment]:
     return found
 
 
-def workspace_environments() -> list[Environment]:
-    found: list[Environment] = []
+@dataclasses.dataclass
+class Scan:
+    """What one look through the workspace found, and where it did not look."""
+
+    environments: list[Environment] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # folders not (fully) searched, and why
+    seconds: float = 0.0
+
+
+def scan_workspace(budget: float | None = None) -> Scan:
+    """Every `.venv` with ipykernel up to WORKSPACE_DEPTH folders down; stops after `budget` seconds."""
+    scan = Scan()
     names: set[str] = set()
+    started = time.monotonic()
 
     def visit(folder: Path, depth: int) -> None:
+        if budget is not None and time.monotonic() - started > budget:
+            scan.skipped.append(f"{folder}: not reached within the {budget:g} s the search may take")
+            return
         venv = folder / ".venv"
         if venv.is_dir():
             name = kernel_name_for_workspace(folder)
@@ -132,16 +149,21 @@ def workspace_environments() -> list[Environment]:
             env = _environment(venv, name if name not in names else f"{name}-{len(names)}", rel, "workspace")
             if env:
                 names.add(env.kernel_name)
-                found.append(env)
+                scan.environments.append(env)
         if depth >= WORKSPACE_DEPTH:
             return
         try:
             with os.scandir(folder) as listing:
                 # A data folder with a million files is not a project: look at its first entries only.
-                entries = sorted(itertools.islice(listing, MAX_ENTRIES), key=lambda e: e.name)
-        except OSError:
+                entries = list(itertools.islice(listing, MAX_ENTRIES + 1))
+        except OSError as exc:
+            scan.skipped.append(f"{folder}: cannot be read ({exc.strerror})")
             return
-        for entry in entries:
+        if len(entries) > MAX_ENTRIES:
+            entries = entries[:MAX_ENTRIES]
+            scan.skipped.append(f"{folder}: more than {MAX_ENTRIES:,} entries, only the first {MAX_ENTRIES:,} "
+                                "searched (a .venv in a folder past them is not offered)")
+        for entry in sorted(entries, key=lambda e: e.name):
             if entry.name.startswith(".") or entry.name in SKIP_DIRS:
                 continue
             try:
@@ -151,7 +173,12 @@ def workspace_environments() -> list[Environment]:
                 continue
 
     visit(WORKSPACE, 0)
-    return found
+    scan.seconds = time.monotonic() - started
+    return scan
+
+
+def workspace_environments() -> list[Environment]:
+    return scan_workspace().environments
 
 
 def all_environments() -> list[Environment]:
@@ -159,22 +186,47 @@ def all_environments() -> list[Environment]:
 
 
 class EnvironmentKernelSpecManager(KernelSpecManager):
-    """The usual kernelspecs, plus one per environment (see the module's docstring)."""
+    """The usual kernelspecs, plus one per environment (see the module's docstring).
 
-    _cache: tuple[float, int, dict[str, Environment]] | None = None
+    The workspace is searched in a thread of its own, never in a request: a request is answered from
+    the last search (started again once it is SCAN_TTL old), so a workspace of 100,000 folders slows
+    no request and no server start. Environments made with `notebookctl env` are looked up directly.
+    """
+
+    _lock = threading.Lock()
+    _scan: Scan | None = None
+    _scanned_at = 0.0
+    _scanning: threading.Thread | None = None
+
+    def _workspace(self) -> list[Environment]:
+        cls = type(self)
+        with cls._lock:
+            due = cls._scan is None or time.monotonic() - cls._scanned_at >= SCAN_TTL
+            if due and (cls._scanning is None or not cls._scanning.is_alive()):
+                cls._scanning = threading.Thread(target=self._search, name="workspace-environments", daemon=True)
+                cls._scanning.start()
+            thread, scan = cls._scanning, cls._scan
+        if scan is None and thread is not None:
+            thread.join(FIRST_SCAN_WAIT)  # the very first answer waits a little for a small workspace
+            scan = cls._scan
+        return scan.environments if scan else []
+
+    def _search(self) -> None:
+        cls = type(self)
+        try:
+            scan = scan_workspace(SCAN_BUDGET)
+        except Exception as exc:  # noqa: BLE001 - a failed search keeps the last result
+            self.log.warning("searching the workspace for .venv environments failed: %s", exc)
+            return
+        if scan.seconds > 1:
+            self.log.info("searched the workspace for .venv environments in %.1f s", scan.seconds)
+        with cls._lock:
+            cls._scan, cls._scanned_at = scan, time.monotonic()
 
     def environments(self) -> dict[str, Environment]:
-        try:
-            stamp = ENVS_DIR.stat().st_mtime_ns
-        except OSError:
-            stamp = 0
-        now = time.monotonic()
-        if self._cache and self._cache[1] == stamp and now - self._cache[0] < SCAN_TTL:
-            return self._cache[2]
         envs: dict[str, Environment] = {}
-        for env in all_environments():
+        for env in managed_environments() + self._workspace():
             envs.setdefault(env.kernel_name, env)
-        self._cache = (now, stamp, envs)
         return envs
 
     def find_kernel_specs(self) -> dict[str, str]:

@@ -78,7 +78,7 @@ def split(frames: list[bytes]) -> tuple[dict, int]:
 class KernelOutput:
     """One kernel: its IOPub subscription and the messages not yet delivered to any client."""
 
-    def __init__(self, record: dict, context: zmq.asyncio.Context, limit: int) -> None:
+    def __init__(self, record: dict, context: zmq.asyncio.Context, limit: int, recovering: bool = False) -> None:
         self.record = record
         self.kernel_id = record["kernel_id"]
         self.info = json.loads(Path(record["connection_file"]).read_text())
@@ -93,15 +93,29 @@ class KernelOutput:
         self.pending_ack: str | None = None  # acknowledged before this keeper received it
         self.execution_state = "unknown"
         self.last_message = time.time()
+        # A marker in the state volume while this keeper holds output no client has had: after a
+        # restart (kill -9, a hang healed) it tells the next client that such output was lost, in the
+        # cell it belonged to (the marker holds that message's parent header).
+        self.marker = paths.KEEPER_PENDING_DIR / self.kernel_id
+        self.marked = False
+        self.lost: tuple[bytes, float] | None = None
+        if recovering:  # this keeper is new: a marker left by the one before means lost output
+            try:
+                self.lost = (self.marker.read_bytes(), self.marker.stat().st_mtime)
+                self.marked = True
+            except OSError:
+                pass
         self.socket = context.socket(zmq.SUB)
         self.socket.linger = 0
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self.socket.connect(f"{self.info['transport']}://{self.info['ip']}:{self.info['iopub_port']}")
         self.task = asyncio.ensure_future(self.receive())
 
-    def close(self) -> None:
+    def close(self, forget: bool = False) -> None:
         self.task.cancel()
         self.socket.close()
+        if forget:  # the kernel is gone: nothing of it is left to tell about
+            self.marker.unlink(missing_ok=True)
 
     async def receive(self) -> None:
         while True:
@@ -126,6 +140,8 @@ class KernelOutput:
             self.clear()
             return
         self.seq += 1
+        if not self.messages and not self.marked:
+            self.mark(frames[i + 3])
         size = sum(len(f) for f in frames) + OVERHEAD
         self.messages.append((self.seq, msg_id, frames, size))
         self.index[msg_id] = self.seq
@@ -133,6 +149,36 @@ class KernelOutput:
         while self.size > self.limit and len(self.messages) > 1:
             self.dropped += 1
             self.dropped_bytes += self.drop_oldest() - OVERHEAD
+
+    def mark(self, parent: bytes) -> None:
+        try:
+            paths.private_dir(paths.KEEPER_PENDING_DIR)
+            tmp = self.marker.with_name(f".{self.kernel_id}.tmp")
+            tmp.write_bytes(parent)
+            os.replace(tmp, self.marker)
+            self.marked = True
+        except OSError as exc:
+            log.warning("kernel %s: cannot mark kept output in the state volume: %s", self.kernel_id, exc)
+
+    def unmark(self) -> None:
+        """The marker goes once nothing is kept and no loss is left to tell."""
+        if self.marked and not self.messages and self.lost is None:
+            self.marker.unlink(missing_ok=True)
+            self.marked = False
+
+    def lost_note(self) -> list[bytes]:
+        """A stream message, in the cell whose output was kept when the keeper ended, saying it is lost."""
+        parent_bytes, when = self.lost
+        try:
+            parent = json.loads(parent_bytes)
+        except ValueError:
+            parent = {}
+        stamp = time.strftime("%H:%M:%S UTC", time.gmtime(when))
+        text = (f"[persistent-notebooks: the kernel keeper was restarted at {stamp} or later; output this kernel "
+                "printed before that while no client was connected was kept in its memory and is lost. Later "
+                "output follows.]\n")
+        msg = self.session.msg("stream", content={"name": "stderr", "text": text}, parent=parent)
+        return [b"stream.stderr", *self.session.serialize(msg)]
 
     def drop_oldest(self) -> int:
         """Forget the oldest kept message; return its counted size."""
@@ -145,6 +191,7 @@ class KernelOutput:
         self.messages.clear()
         self.index.clear()
         self.size = 0
+        self.unmark()
 
     def ack(self, msg_id: str) -> None:
         """A client was sent everything up to msg_id: keep only what came after it."""
@@ -155,6 +202,7 @@ class KernelOutput:
         while self.messages and self.messages[0][0] <= seq:
             self.drop_oldest()
         self.dropped = self.dropped_bytes = 0
+        self.unmark()
 
     def fetch(self, after: str | None) -> list[list[bytes]]:
         """What no client has had: all that is kept (after=None), or what came after msg_id `after`."""
@@ -162,6 +210,10 @@ class KernelOutput:
         kept = [frames for s, _, frames, _ in self.messages if seq is None or s > seq]
         if after is None and self.dropped and self.messages:
             kept.insert(0, self.dropped_note())
+        if self.lost is not None and (after is None or seq is None):
+            kept.insert(0, self.lost_note())
+            self.lost = None
+            self.unmark()
         return kept
 
     def dropped_note(self) -> list[bytes]:
@@ -191,7 +243,7 @@ class Keeper:
 
     # --- kernels -----------------------------------------------------------------------------
 
-    def watch(self, kernel_id: str) -> None:
+    def watch(self, kernel_id: str, recovering: bool = False) -> None:
         record = paths.read_record(kernel_id)
         if record is None:
             return self.forget(kernel_id)
@@ -201,18 +253,21 @@ class Keeper:
             old.record = record  # restarted on the same ports: the subscription reconnects by itself
             return
         try:
-            new = KernelOutput(record, self.context, self.limit)
+            new = KernelOutput(record, self.context, self.limit, recovering)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("kernel %s: cannot follow its output (%s)", kernel_id, exc)
             return
         if old:
+            new.marked = new.marked or old.marked  # its marker file stays until the new one empties
             old.close()
         self.kernels[kernel_id] = new
 
     def forget(self, kernel_id: str) -> None:
         old = self.kernels.pop(kernel_id, None)
         if old:
-            old.close()
+            old.close(forget=True)
+        else:
+            (paths.KEEPER_PENDING_DIR / kernel_id).unlink(missing_ok=True)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -297,7 +352,10 @@ class Keeper:
         os.chmod(paths.KEEPER_SOCKET, 0o600)
         for record in paths.all_records():
             if paths.kernel_alive(record):
-                self.watch(record["kernel_id"])
+                self.watch(record["kernel_id"], recovering=True)
+        for marker in paths.KEEPER_PENDING_DIR.glob("*") if paths.KEEPER_PENDING_DIR.is_dir() else []:
+            if marker.name not in self.kernels:
+                marker.unlink(missing_ok=True)  # of a kernel that ended meanwhile
         log.info("following %d kernel(s); keeping up to %s bytes of output per kernel while away",
                  len(self.kernels), self.limit)
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -206,13 +207,15 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                 Path(record["connection_file"]).unlink(missing_ok=True)
                 continue
             try:
-                self._adopt(record, states.get(kernel_id, {}).get("execution_state"))
+                self._adopt(record, states.get(kernel_id, {}))
             except Exception:  # noqa: BLE001 - one bad record must not keep the server from starting
                 self.log.exception("Could not adopt kernel %s", kernel_id)
         if self._kernels and not self._initialized_culler:
             self.initialize_culler()
 
-    def _adopt(self, record: dict, execution_state: str | None) -> None:
+    def _adopt(self, record: dict, seen: dict) -> None:
+        """Take over a recorded kernel; `seen` is the keeper's view of it (state, time of its last message)."""
+        execution_state = seen.get("execution_state")
         kernel_id = record["kernel_id"]
         km = self.kernel_manager_factory(connection_file=record["connection_file"], parent=self, log=self.log,
                                          kernel_name=record["kernel_name"],
@@ -234,7 +237,11 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         self._kernel_connections[kernel_id] = 0
         km.execution_state = execution_state if execution_state in ("busy", "idle") else "idle"
         km.reason = ""
-        km.last_activity = utcnow()
+        # Idle time goes on counting across a crash (culling, `kernels stop --idle-for`): the keeper saw
+        # the kernel's last message, as the server's own activity tracking would have.
+        last = seen.get("last_message")
+        km.last_activity = (datetime.fromtimestamp(last, UTC) if isinstance(last, int | float) and last > 0
+                            else utcnow())
         self._kernel_ports[kernel_id] = km.ports
         self.start_watching_activity(kernel_id)
         self.add_restart_callback(kernel_id, lambda: self._handle_kernel_died(kernel_id), "dead")

@@ -8,14 +8,18 @@ tmux save, Jupyter's runtime files (connection files) and its sessions database.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
+
+log = logging.getLogger("persistent_notebooks")
 
 STATE_DIR = Path(os.environ.get("NOTEBOOK_STATE_DIR", "/var/lib/persistent-notebooks"))
 KERNELS_DIR = STATE_DIR / "kernels"
 RUN_DIR = STATE_DIR / "run"
 KEEPER_SOCKET = RUN_DIR / "keeper.sock"
+KEEPER_PENDING_DIR = RUN_DIR / "keeper-pending"  # a file per kernel while the keeper holds undelivered output
 SERVER_TOKEN_FILE = RUN_DIR / "token"
 TMUX_SAVE_FILE = STATE_DIR / "tmux-save" / "session.json"
 SESSIONS_DB = STATE_DIR / "jupyter" / "sessions.db"
@@ -75,22 +79,57 @@ def write_record(record: dict) -> None:
     write_private(record_path(record["kernel_id"]), json.dumps(record, indent=1))
 
 
-def read_record(kernel_id: str) -> dict | None:
+def record_problem(record: object, name: str) -> str | None:
+    """What is wrong with a kernel record read from the file `name`, None if it can be used."""
+    if not isinstance(record, dict):
+        return f"it holds a JSON {type(record).__name__}, not an object"
+    for key, kind in (("kernel_id", str), ("kernel_name", str), ("connection_file", str), ("pid", int)):
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            return f"its {key!r} is missing or not a {kind.__name__}"
+    if record["kernel_id"] != name.removesuffix(".json"):
+        return f"its kernel_id {record['kernel_id']!r} is not its file name"
+    if not isinstance(record.get("start_time"), int | None):
+        return "its 'start_time' is not a number"
+    return None
+
+
+def set_aside(path: Path, problem: str) -> None:
+    """Move a damaged record out of the way (kept beside, for a look), saying once what was wrong."""
+    aside = path.with_name(f"{path.name}.damaged")
     try:
-        return json.loads(record_path(kernel_id).read_text())
-    except (OSError, ValueError):
+        os.replace(path, aside)
+    except OSError:
+        return  # another program set it aside first, or it is gone
+    log.warning("persistent-notebooks: kernel record %s is damaged (%s): set aside as %s; the other kernels "
+                "are not affected", path.name, problem, aside.name)
+
+
+def read_record(kernel_id: str) -> dict | None:
+    path = record_path(kernel_id)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        set_aside(path, f"not JSON: {exc}")
+        return None
+    problem = record_problem(record, path.name)
+    if problem:
+        set_aside(path, problem)
+        return None
+    return record
 
 
 def all_records() -> list[dict]:
+    """Every usable kernel record; a damaged one (not JSON, the wrong shape, a file name that is not its
+    kernel id) is set aside and logged, never an error for the caller."""
     if not KERNELS_DIR.is_dir():
         return []
     records = []
     for path in sorted(KERNELS_DIR.glob("*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+        record = read_record(path.name.removesuffix(".json"))
+        if record is not None:
+            records.append(record)
     return records
 
 

@@ -224,10 +224,7 @@ class Run:
                 current = self._read_current() if before else None
                 if current is None:
                     self.target = nbfile.side_file(self.path, self.id, paths.RUNS_DIR)
-                    self.record["saved_to"] = str(self.target)
-                    self.note(f"{self.record['notebook']} was deleted, renamed or damaged during the run: "
-                              f"saving to {self.target}")
-                    continue
+                    continue  # flush() records where, in the event loop's thread
             else:
                 current, before = json.loads(json.dumps(self.base)), None
             merged, missing = nbfile.merge(current, results, {**metadata})
@@ -260,6 +257,7 @@ class Run:
         results = {cid: out.result() for cid, out in self.results.items()}
         started = time.monotonic()
         self.dirty = False
+        target = self.target
         try:
             await asyncio.to_thread(self._write_sync, results, self.metadata())
             self.write_error = None
@@ -269,6 +267,10 @@ class Run:
             if message != self.write_error:
                 log.warning("run %s: %s", self.id, message)
             self.write_error = message
+        if self.target != target:
+            self.record["saved_to"] = str(self.target)
+            self.note(f"{self.record['notebook']} was deleted, renamed or damaged during the run: saving to "
+                      f"{self.target}")
         cost = time.monotonic() - started
         self.last_write = time.monotonic()
         size = len(json.dumps(self.base)) if cost > 0.05 else 0
@@ -657,7 +659,7 @@ class Runner:
         paths.RUNNER_SOCKET.unlink(missing_ok=True)
         tasks = [run.task for run in self.runs.values()]
         if tasks:
-            await asyncio.wait(tasks, timeout=8)
+            await asyncio.wait(tasks, timeout=4)  # within supervisord's stopwaitsecs
         return 0
 
 
