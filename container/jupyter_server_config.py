@@ -65,7 +65,9 @@ def configure(c) -> None:
     # Kernel culling is off by default: keeping kernels alive while nobody is connected is the point.
     c.MappingKernelManager.cull_idle_timeout = _seconds("JUPYTER_CULL_IDLE_TIMEOUT", 0)
     c.MappingKernelManager.cull_interval = _seconds("JUPYTER_CULL_INTERVAL", 300) or 300
-    c.MappingKernelManager.cull_connected = os.environ.get("JUPYTER_CULL_CONNECTED", "").lower() in ("1", "true", "yes")
+    # The same words `notebookctl check` takes for true (it refuses anything else before this runs).
+    c.MappingKernelManager.cull_connected = (os.environ.get("JUPYTER_CULL_CONNECTED", "").strip().lower()
+                                             in ("1", "true", "yes", "on"))
     c.MappingKernelManager.cull_busy = False
 
 

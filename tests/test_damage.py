@@ -257,3 +257,22 @@ def test_a_hung_keeper_is_healed(stack: Stack):
     wait_for(lambda: kernel_id in stack.keeper_status(), 30, "the new keeper to follow the kernel")
     assert "the kernel keeper (pid" in stack.logs() and "hangs: killing it" in stack.logs()
     api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
+
+def test_an_oversized_message_keeps_its_newest_part(make_stack):
+    """A stream message bigger than NOTEBOOK_AWAY_BUFFER should replay its newest part, after the notice."""
+    stack = make_stack(NOTEBOOK_AWAY_BUFFER="1m")
+    stack.up()
+    stack.wait_healthy()
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        msg_id = client.submit("import sys\nsys.stdout.write('x' * (4 * 2**20) + 'THE END\\n')")
+    wait_for(lambda: stack.keeper_status().get(kernel_id, {}).get("kept_messages", 0) > 0
+             and stack.keeper_status()[kernel_id]["execution_state"] == "idle", 60, "the keeper to hold the output")
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        out = client.follow(msg_id)
+    streams = [m["content"]["text"] for m in out["messages"] if m["msg_type"] == "stream"]
+    assert streams and "were dropped" in streams[0], streams[:1]
+    kept = "".join(streams[1:])
+    assert kept.endswith("THE END\n") and 0 < len(kept) <= 2**20, f"{len(kept)} characters kept"

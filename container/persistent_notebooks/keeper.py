@@ -143,12 +143,28 @@ class KernelOutput:
         if not self.messages and not self.marked:
             self.mark(frames[i + 3])
         size = sum(len(f) for f in frames) + OVERHEAD
+        if size > self.limit and header.get("msg_type") == "stream":
+            frames = self.newest_part(frames, i)
+            size = sum(len(f) for f in frames) + OVERHEAD
         self.messages.append((self.seq, msg_id, frames, size))
         self.index[msg_id] = self.seq
         self.size += size
         while self.size > self.limit and len(self.messages) > 1:
             self.dropped += 1
             self.dropped_bytes += self.drop_oldest() - OVERHEAD
+
+    def newest_part(self, frames: list[bytes], i: int) -> list[bytes]:
+        """A stream message bigger than the whole buffer (100 MiB printed at once): keep the end of its
+        text, half the buffer's worth, re-signed under the same message id; the rest counts as dropped."""
+        content = json.loads(frames[i + 5])
+        data = str(content.get("text", "")).encode()
+        keep = max(self.limit // 2, 1)
+        tail = data[-keep:].decode("utf-8", "ignore")
+        self.dropped += 1
+        self.dropped_bytes += len(data) - len(tail.encode())
+        new_content = json.dumps({**content, "text": tail}).encode()
+        signature = self.session.sign([frames[i + 2], frames[i + 3], frames[i + 4], new_content])
+        return [*frames[:i + 1], signature, frames[i + 2], frames[i + 3], frames[i + 4], new_content, *frames[i + 6:]]
 
     def mark(self, parent: bytes) -> None:
         try:
@@ -221,7 +237,7 @@ class KernelOutput:
         _, _, frames, _ = self.messages[0]
         _, i = split(frames)
         parent = json.loads(frames[i + 3]) or json.loads(frames[i + 2])
-        text = (f"[persistent-notebooks: {self.dropped} earlier output messages "
+        text = (f"[persistent-notebooks: {self.dropped} earlier output messages (or their beginnings) "
                 f"({self.dropped_bytes / 2**20:.1f} MiB) printed while no client was connected were dropped: "
                 f"more than NOTEBOOK_AWAY_BUFFER={self.limit / 2**20:g} MiB is kept per kernel. "
                 "The newest output follows.]\n")
