@@ -262,10 +262,7 @@ ENV_PACKAGE = "iniconfig==2.1.0"  # small, pure Python, not in the image
 
 def settle(stack: Stack) -> None:
     """Wait until every program is RUNNING past its startsecs, so one event is measured at a time."""
-    wait_for(lambda: all("RUNNING" in line for line in stack.exec(
-        "supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "status", check=False
-    ).stdout.splitlines()), 60, "the programs to settle", interval=0.2)
-    time.sleep(3)  # past jupyter's startsecs: supervisord's back-off would otherwise be measured
+    wait_for(stack.settled, 60, "the programs to settle", interval=0.2)
 
 
 def image_sizes(client: docker.DockerClient, image: str, base: str) -> dict:

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose.yaml"
 SERVICE = "notebooks"
 SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
+# Programs supervisord starts on demand (not with the container): STOPPED or EXITED is their rest.
+ON_DEMAND = ("notebook-runner",)
 # The variables compose.yaml reads; a stack gets exactly the ones it is given (no user .env).
 STACK_VARIABLES = (
     "COMPOSE_PROJECT_NAME", "NOTEBOOK_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "TMUX_SESSION",
@@ -207,6 +209,24 @@ class Stack:
         """The kernel keeper's view: per kernel, what is kept for the next client, and its state."""
         result = self.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.keeperclient")
         return json.loads(result.stdout)["kernels"]
+
+    def programs(self) -> dict[str, str]:
+        """supervisord's state of each program (`supervisorctl status` exits non-zero while one rests)."""
+        out = self.exec(*SUPERVISORCTL, "status", check=False).stdout
+        return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
+
+    def settled(self, past: float = 4) -> bool:
+        """Every program, but those started on demand, RUNNING for `past` seconds (beyond every startsecs,
+        so a kill now is a crash, not a failed start)."""
+        out = self.exec(*SUPERVISORCTL, "status", check=False).stdout
+        rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] not in ON_DEMAND]
+
+        def uptime(row: list[str]) -> float:  # "pid 12, uptime 0:18:05" (or "uptime 2 days, 0:18:05")
+            if "uptime" not in row:
+                return 0
+            h, m, sec = row[-1].split(":")
+            return int(h) * 3600 + int(m) * 60 + int(sec) + (86400 if "day" in " ".join(row) else 0)
+        return bool(rows) and all(r[1] == "RUNNING" and uptime(r) >= past for r in rows)
 
     def program_pid(self, program: str) -> int:
         return int(self.exec(*SUPERVISORCTL, "pid", program, check=False).stdout.strip() or 0)

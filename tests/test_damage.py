@@ -44,11 +44,7 @@ def stack(damage_stack: Stack) -> Iterator[Stack]:
 
 def settled(stack: Stack) -> None:
     """Every program RUNNING past its startsecs (a kill before that would count as a failed start)."""
-    def running():
-        out = stack.exec(*SUPERVISORCTL, "status", check=False).stdout
-        rows = [line.split() for line in out.splitlines() if line.split()[0] != "notebook-runner"]
-        return all(r[1] == "RUNNING" and "uptime 0:00:0" not in " ".join(r) for r in rows) and out
-    wait_for(running, 60, "every program to run for a few seconds")
+    wait_for(stack.settled, 60, "every program to run for a few seconds")
 
 
 def last_activity(stack: Stack, token: str, kernel_id: str) -> datetime:
