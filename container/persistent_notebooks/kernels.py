@@ -22,7 +22,6 @@ from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
-from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from traitlets import default
 
@@ -237,13 +236,14 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         self._kernel_connections[kernel_id] = 0
         km.execution_state = execution_state if execution_state in ("busy", "idle") else "idle"
         km.reason = ""
-        # Idle time goes on counting across a crash (culling, `kernels stop --idle-for`): the keeper saw
-        # the kernel's last message, as the server's own activity tracking would have.
-        last = seen.get("last_message")
-        km.last_activity = (datetime.fromtimestamp(last, UTC) if isinstance(last, int | float) and last > 0
-                            else utcnow())
         self._kernel_ports[kernel_id] = km.ports
         self.start_watching_activity(kernel_id)
+        # Idle time goes on counting across a crash (culling, `kernels stop --idle-for`): the keeper saw
+        # the kernel's last message, as the server's own activity tracking would have. (After
+        # start_watching_activity, which sets it to now.)
+        last = seen.get("last_message")
+        if isinstance(last, int | float) and last > 0:
+            km.last_activity = datetime.fromtimestamp(last, UTC)
         self.add_restart_callback(kernel_id, lambda: self._handle_kernel_died(kernel_id), "dead")
         self.log.info("Adopted running kernel %s (%s, pid %s, %s)", kernel_id, record["kernel_name"],
                       record["pid"], km.execution_state)
