@@ -5,6 +5,7 @@ Everything a run makes carries a unique name (image tag, compose projects) and i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -121,3 +122,19 @@ def stack(docker_services, main_stack_config) -> Stack:
 def pytest_collection_modifyitems(items) -> None:
     """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds."""
     items.sort(key=lambda item: 0 if "unit" in item.path.parent.parts[-1:] else 1)
+
+
+@contextlib.contextmanager
+def own_stack(test_image: str, env_file: Path, tmp_path_factory, name: str, unset: tuple[str, ...] = (),
+              **variables: str) -> Iterator[Stack]:
+    """A healthy stack of its own (for a module whose tests kill or restart things), removed afterwards."""
+    workspace = owned_folder(tmp_path_factory.mktemp(name) / "workspace", TEST_UID, TEST_GID)
+    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID), **variables)
+    for variable in unset:
+        del stack.variables[variable]
+    try:
+        stack.up()
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.down()

@@ -15,23 +15,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from conftest import TEST_GID, TEST_UID
+from conftest import TEST_GID, TEST_UID, own_stack
 from kernelclient import KernelConnection, api, start_kernel
-from stack import SUPERVISORCTL, Stack, owned_folder, wait_for
+from stack import SUPERVISORCTL, Stack, wait_for
 
 KERNELS = "/var/lib/persistent-notebooks/kernels"
 
 
 @pytest.fixture(scope="module")
 def damage_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
-    workspace = owned_folder(tmp_path_factory.mktemp("damage") / "workspace", TEST_UID, TEST_GID)
-    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
-    try:
-        stack.up()
-        stack.wait_healthy()
+    with own_stack(test_image, env_file, tmp_path_factory, "damage") as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture

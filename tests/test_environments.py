@@ -10,9 +10,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import TEST_GID, TEST_UID
+from conftest import own_stack
 from kernelclient import KernelConnection, api, shutdown_kernel, start_kernel
-from stack import Stack, owned_folder, wait_for
+from stack import Stack, wait_for
 
 ENVS = "/var/lib/persistent-notebooks/envs"
 # Small, pure Python, and not in the image's own environment.
@@ -22,16 +22,10 @@ MEMORY_LIMIT = "2g"  # for the 80 % warning
 
 @pytest.fixture(scope="module")
 def env_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
-    workspace = owned_folder(tmp_path_factory.mktemp("envs") / "workspace", TEST_UID, TEST_GID)
-    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID),
-                  NOTEBOOK_MEMORY_LIMIT=MEMORY_LIMIT)
-    del stack.variables["TMUX_SESSION"]  # the default, as a user without .env has it
-    try:
-        stack.up()
-        stack.wait_healthy()
+    # TMUX_SESSION unset: the default, as a user without .env has it
+    with own_stack(test_image, env_file, tmp_path_factory, "envs", unset=("TMUX_SESSION",),
+                   NOTEBOOK_MEMORY_LIMIT=MEMORY_LIMIT) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 def notebookctl(stack: Stack, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:

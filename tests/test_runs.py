@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_GID, TEST_UID
+from conftest import TEST_GID, TEST_UID, own_stack
 from kernelclient import KernelConnection, api
-from stack import Stack, owned_folder, wait_for
+from stack import Stack, wait_for
 
 # A 2x2 red PNG, as a kernel displays it (IPython.display.Image).
 PNG = base64.b64encode(bytes.fromhex(
@@ -28,14 +28,8 @@ ACTIVE = ("starting", "waiting", "running")
 
 @pytest.fixture(scope="module")
 def runs_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
-    workspace = owned_folder(tmp_path_factory.mktemp("runs") / "workspace", TEST_UID, TEST_GID)
-    stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
-    try:
-        stack.up()
-        stack.wait_healthy()
+    with own_stack(test_image, env_file, tmp_path_factory, "runs") as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture
