@@ -108,7 +108,11 @@ def test_stop_grace_period_outlasts_supervisord():
     assert len(waits) == len(re.findall(r"^\[(?:program|eventlistener):", conf, re.M)), \
         "every program should set stopwaitsecs"
     grace = compose_config()["services"]["notebooks"]["stop_grace_period"]
-    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1)) if isinstance(grace, str) else int(grace) / 1e9
+    if isinstance(grace, str):  # compose writes a Go duration: "45s", "1m0s"
+        minutes, secs = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", grace).groups()
+        seconds = 60 * int(minutes or 0) + int(secs or 0)
+    else:
+        seconds = int(grace) / 1e9
     assert seconds > sum(waits), f"stop_grace_period {grace} <= {sum(waits)} s of supervisord waits"
 
 
