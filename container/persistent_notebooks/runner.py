@@ -212,7 +212,8 @@ class Run:
                 time.sleep(0.05 * (attempt + 1))  # a save by another program may be under way
         return None
 
-    def _write_sync(self, results: dict[str, dict], metadata: dict) -> None:
+    def _write_sync(self, results: dict[str, dict], metadata: dict) -> int:
+        """Merge the results into the file as it is now and write it; the bytes written."""
         import nbformat
 
         for _ in range(3):
@@ -227,7 +228,7 @@ class Run:
                     continue  # flush() records where, in the event loop's thread
             else:
                 current, before = json.loads(json.dumps(self.base)), None
-            merged, missing = nbfile.merge(current, results, {**metadata})
+            merged, _ = nbfile.merge(current, results, metadata)
             nbfile.validate(merged)
             text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
             if not text.endswith("\n"):
@@ -246,7 +247,7 @@ class Run:
             except nbfile.Changed:
                 continue  # saved by someone else meanwhile: merge into that instead
             self.base = merged
-            return
+            return len(text)
         raise OSError("the notebook kept changing while the run tried to save it")
 
     async def flush(self, force: bool = False) -> None:
@@ -257,9 +258,9 @@ class Run:
         results = {cid: out.result() for cid, out in self.results.items()}
         started = time.monotonic()
         self.dirty = False
-        target = self.target
+        target, size = self.target, 0
         try:
-            await asyncio.to_thread(self._write_sync, results, self.metadata())
+            size = await asyncio.to_thread(self._write_sync, results, self.metadata())
             self.write_error = None
         except Exception as exc:  # noqa: BLE001 - disk full, invalid content: keep the outputs, try again
             self.dirty = True
@@ -273,7 +274,6 @@ class Run:
                       f"{self.target}")
         cost = time.monotonic() - started
         self.last_write = time.monotonic()
-        size = len(json.dumps(self.base)) if cost > 0.05 else 0
         self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
 
     async def current_cell(self, cell: dict) -> tuple[str | None, int]:
@@ -558,9 +558,7 @@ class Runner:
                 first, last = int(request.get("from") or 1), count
                 if not 1 <= first <= count:
                     raise nbfile.NotebookError(f"--from {first}: the notebook has {count} cells.")
-            with_ids = json.loads(text)
-            ids_added = nbfile.ensure_ids(with_ids)
-            nb = nbfile.parse(json.dumps(with_ids), rel)
+            ids_added = nbfile.ensure_ids(nb)  # in memory: the file is written only once every check passed
             nbfile.validate(nb)
         except nbfile.NotebookError as exc:
             raise RunError(str(exc)) from None
