@@ -66,6 +66,7 @@ COPY supervisord.conf /etc/persistent-notebooks/supervisord.conf
 COPY container/run_supervisord.py container/watchdog.py /usr/local/lib/persistent-notebooks/
 COPY container/tmux.conf /etc/tmux.conf
 COPY container/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
+COPY container/ipython/ /etc/ipython/
 COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
 COPY --chmod=0755 container/notebookctl /usr/local/bin/notebookctl
 

@@ -43,6 +43,10 @@ def configure(c) -> None:
     c.ServerApp.kernel_manager_class = "persistent_notebooks.kernels.PersistentMappingKernelManager"
     c.KernelProvisionerFactory.default_provisioner_name = "persistent-local-provisioner"
     c.ServerApp.kernel_websocket_connection_class = "persistent_notebooks.connection.KeptOutputConnection"
+    # Stream output is coalesced into at most ~20 messages a second per client instead of dropped
+    # (coalesce.py): no data-rate limit to drop text by. The message-rate limit stays, for floods of
+    # other messages (displays).
+    c.ZMQChannelsWebsocketConnection.iopub_data_rate_limit = 0
     c.SessionManager.database_filepath = str(paths.SESSIONS_DB)
     # Saves replace the file by rename: a crash mid-save leaves the old or the new file, never a truncated one.
     c.ServerApp.contents_manager_class = "persistent_notebooks.contents.AtomicFileContentsManager"

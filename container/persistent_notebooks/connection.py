@@ -7,6 +7,10 @@ meanwhile are held; the handover ends when the keeper's record reaches the first
 no message falls between the two. Every IOPub message sent to the websocket is acknowledged to the
 keeper (at most every ACK_DELAY seconds, and at once when the websocket closes), which then keeps
 only what came after it: while a client is connected, nothing piles up.
+
+Stream output, live and kept, is coalesced (coalesce.py) instead of dropped past a rate. And the
+kernel info a new connection waits for is asked on the control channel too, where a busy kernel
+answers at once: a kernel adopted after a crash is reachable while its cell runs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError
 
 from . import paths
+from .coalesce import Coalescer, coalesce
 from .keeperclient import KEEPER
 
 ACK_DELAY = 0.5
@@ -44,6 +49,7 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     _replay_task: asyncio.Future | None = None
     _last_sent: str | None = None
     _ack_handle = None
+    _coalescer: Coalescer | None = None
     # Sent from the keeper, and maybe still to come on the live stream: skipped there (each once).
     # The keeper may have joined the kernel's output later than this connection (after a restart),
     # so the overlap can start after live-only messages: the set is kept until emptied, or for
@@ -60,23 +66,67 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                 lambda _: setattr(self, "_replay_task", asyncio.ensure_future(self._replay())))
         return connected
 
+    # --- kernel info --------------------------------------------------------------------------------
+
+    def request_kernel_info(self):
+        """Ask on the control channel too: a busy kernel answers there at once.
+
+        Jupyter asks only on the shell channel, where the request waits behind the running cell: a
+        kernel adopted after a crash (the new server has no reply cached) would be out of reach until
+        its cell ended. The first reply, from either channel, is the one kept.
+        """
+        asked = not hasattr(self.kernel_manager, "_kernel_info_future")
+        future = super().request_kernel_info()
+        if asked and not future.done():
+            control = self.multi_kernel_manager.connect_control(self.kernel_id)
+
+            def on_reply(msg_list: list) -> None:
+                try:
+                    _, fed = self.session.feed_identities(msg_list)
+                    msg = self.session.deserialize(fed)
+                except Exception:  # noqa: BLE001 - the shell channel's reply will do
+                    return
+                if msg["msg_type"] == "kernel_info_reply" and "protocol_version" in msg["content"]:
+                    self._finish_kernel_info(msg["content"])
+
+            control.on_recv(on_reply)
+            self.session.send(control, "kernel_info_request")
+            future.add_done_callback(lambda _: control.closed() or control.close())
+        return future
+
     # --- outgoing --------------------------------------------------------------------------------
 
     def handle_outgoing_message(self, stream, outgoing_msg):
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
-        if channel != "iopub" or not KEEPING:
+        if channel != "iopub":
             return super().handle_outgoing_message(stream, outgoing_msg)
-        msg_id = msg_id_of(outgoing_msg)
-        if self._held is not None:
-            self._held.append((msg_id, outgoing_msg))
-            self._held_event.set()
-            return None
-        if self._replayed and msg_id in self._replayed:
-            self._replayed.discard(msg_id)
-            return None
-        super().handle_outgoing_message(stream, outgoing_msg)
-        self._sent(msg_id)
+        if KEEPING:
+            msg_id = msg_id_of(outgoing_msg)
+            if self._held is not None:
+                self._held.append((msg_id, outgoing_msg))
+                self._held_event.set()
+                return None
+            if self._replayed and msg_id in self._replayed:
+                self._replayed.discard(msg_id)
+                return None
+        self._coalescing.push(outgoing_msg)
         return None
+
+    @property
+    def _coalescing(self) -> Coalescer:
+        if self._coalescer is None:
+            loop = IOLoop.current()
+            self._coalescer = Coalescer(self.session, self._emit, loop.time, loop.call_later, loop.remove_timeout)
+        return self._coalescer
+
+    def _emit(self, msg_list: list) -> None:
+        """Send a live IOPub message (maybe several merged) as Jupyter does, and note it for the keeper."""
+        stream = self.channels.get("iopub")
+        if stream is None or stream.closed():
+            return
+        super().handle_outgoing_message(stream, msg_list)
+        if KEEPING:
+            self._sent(msg_id_of(msg_list))
 
     def _send_kept(self, msg_list: list) -> None:
         """Send a kept IOPub message as a live one is sent, but past the rate limit (it is history)."""
@@ -137,11 +187,9 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         return self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0) <= 1
 
     def _send_all(self, messages: list, sent: set) -> str | None:
+        """Send kept messages (runs of stream messages merged) not sent yet; return the last msg_id sent."""
         last = None
-        for msg_list in messages:
-            msg_id = msg_id_of(msg_list)
-            if msg_id in sent:
-                continue
+        for msg_list, covered in coalesce(self.session, [m for m in messages if msg_id_of(m) not in sent]):
             stream = self.channels.get("iopub")
             if stream is None or stream.closed():
                 break
@@ -149,9 +197,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                 self._send_kept(msg_list)
             except WebSocketClosedError:
                 break
-            sent.add(msg_id)
-            last = msg_id
-            self._sent(msg_id)
+            ids = [msg_id_of(m) for m in covered]
+            sent.update(ids)
+            last = ids[-1]
+            self._sent(last)
         return last
 
     def _go_live(self, sent: set) -> None:
@@ -174,6 +223,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         if self._replay_task is not None and not self._replay_task.done():
             self._replay_task.cancel()
         self._held = None
+        if self._coalescer is not None:
+            self._coalescer.drop()
         if self._ack_handle is not None:
             self._ack_handle.cancel()
         self._ack()

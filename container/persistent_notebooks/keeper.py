@@ -107,6 +107,7 @@ class KernelOutput:
                 pass
         self.socket = context.socket(zmq.SUB)
         self.socket.linger = 0
+        self.socket.setsockopt(zmq.RCVHWM, 0)  # never drop a burst on our side (NOTEBOOK_AWAY_BUFFER bounds)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self.socket.connect(f"{self.info['transport']}://{self.info['ip']}:{self.info['iopub_port']}")
         self.task = asyncio.ensure_future(self.receive())

@@ -20,6 +20,7 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
+import zmq
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
@@ -184,6 +185,10 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        # The server's IOPub subscriptions take whatever the kernel publishes, however fast: with
+        # ZMQ's default of 1,000 queued messages, a burst the event loop reads slower than the kernel
+        # prints would be dropped by the kernel's publisher, silently (the kernel keeper does the same).
+        self.context.setsockopt(zmq.RCVHWM, 0)
         self.adopt_kernels()
 
     def adopt_kernels(self) -> None:

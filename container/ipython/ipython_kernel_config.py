@@ -1,0 +1,11 @@
+"""IPython kernel settings of persistent-notebooks (/etc/ipython/ipython_kernel_config.py).
+
+Read by every IPython kernel in the container, the image's and every environment's: a user's own
+profile config (IPYTHONDIR, in the state volume) is read after it and adds to it.
+"""
+
+c = get_config()  # noqa: F821 - provided by IPython when it loads this file
+# Printed output must not pile up in the kernel's memory (bounded_output_history.py). Run in a
+# namespace of its own: nothing is added to the user's.
+c.InteractiveShellApp.exec_lines.append(
+    "exec(open('/etc/ipython/bounded_output_history.py').read(), {'get_ipython': get_ipython})")
