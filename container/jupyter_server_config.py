@@ -37,6 +37,10 @@ def configure(c) -> None:
         "handlers": {"console": {"filters": ["mask_token"]}},
     }
 
+    # --- the browser UI ---------------------------------------------------------------------------
+    # The URL (scripts/url: /?token=...) opens JupyterLab, as `jupyter lab` would.
+    c.ServerApp.default_url = "/lab"
+
     # --- persistence -------------------------------------------------------------------------------
     # Kernels outlive the server and are adopted again under their ids; sessions (notebook <-> kernel)
     # are kept in the state volume; output printed while no client is connected is kept by the keeper.

@@ -4,9 +4,10 @@ When a client is the only one connected to a kernel, it is first sent what the k
 (everything published since the last message any client was sent, whatever the session id), with
 the original headers and parent headers, before any live message. Live IOPub messages that arrive
 meanwhile are held; the handover ends when the keeper's record reaches the first held message, so
-no message falls between the two. Every IOPub message sent to the websocket is acknowledged to the
-keeper (at most every ACK_DELAY seconds, and at once when the websocket closes), which then keeps
-only what came after it: while a client is connected, nothing piles up.
+no message falls between the two. Every IOPub message the client has read is acknowledged to the
+keeper (a websocket ping after it, answered: at most every ACK_DELAY seconds), which then keeps
+only what came after it: while a client is connected, nothing piles up, and what a client was sent
+but never read (it dropped meanwhile) goes to the next one.
 
 Stream output, live and kept, is coalesced (coalesce.py) instead of dropped past a rate. And the
 kernel info a new connection waits for is asked on the control channel too, where a busy kernel
@@ -26,7 +27,8 @@ from . import paths
 from .coalesce import Coalescer, coalesce
 from .keeperclient import KEEPER
 
-ACK_DELAY = 0.5
+ACK_DELAY = 0.25
+PING_PREFIX = b"pn-ack-"
 CATCH_UP = 2.0  # seconds to wait for the keeper to have the first live message
 REPLAYED_FOR = 30.0
 DELIM = b"<IDS|MSG>"
@@ -48,7 +50,11 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     _held_event: asyncio.Event | None = None
     _replay_task: asyncio.Future | None = None
     _last_sent: str | None = None
+    _acked: str | None = None
     _ack_handle = None
+    _ping_seq = 0
+    _pinged: dict | None = None
+    _pong_hooked = False
     _coalescer: Coalescer | None = None
     # Sent from the keeper, and maybe still to come on the live stream: skipped there (each once).
     # The keeper may have joined the kernel's output later than this connection (after a restart),
@@ -142,12 +148,53 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             return
         self._last_sent = msg_id
         if self._ack_handle is None:
-            self._ack_handle = IOLoop.current().call_later(ACK_DELAY, self._ack)
+            self._ack_handle = IOLoop.current().call_later(ACK_DELAY, self._probe)
 
-    def _ack(self) -> None:
+    # Acknowledged to the keeper is only what the client is known to have read: every ACK_DELAY
+    # seconds while output flows, a websocket ping goes out after the messages sent so far, and its
+    # pong (which a client sends once it has read everything before the ping) acknowledges them. What
+    # was written to a client that stopped reading or dropped (in its socket, never read) stays with
+    # the keeper and goes to the next client: at the boundary a returning client may see again what
+    # was sent to it in the last ACK_DELAY seconds or so before it dropped, never less.
+
+    def _probe(self) -> None:
         self._ack_handle = None
-        if self._last_sent is not None:
-            KEEPER.send("ack", kernel_id=self.kernel_id, msg_id=self._last_sent)
+        if self._last_sent is None or self._last_sent == self._acked:
+            return
+        handler = self.websocket_handler
+        if not self._pong_hooked:
+            self._pong_hooked = True
+            jupyters_on_pong = handler.on_pong  # the ping-timeout bookkeeping of Jupyter's handler
+
+            def on_pong(data: bytes) -> None:
+                jupyters_on_pong(data)
+                self._on_pong(data)
+
+            handler.on_pong = on_pong
+        if self._pinged is None:
+            self._pinged = {}
+        self._ping_seq += 1
+        self._pinged[self._ping_seq] = self._last_sent
+        try:
+            handler.ping(PING_PREFIX + str(self._ping_seq).encode())
+        except WebSocketClosedError:
+            self._pinged.clear()
+
+    def _on_pong(self, data: bytes) -> None:
+        if not data.startswith(PING_PREFIX) or self._pinged is None:
+            return
+        try:
+            seq = int(data[len(PING_PREFIX):])
+        except ValueError:
+            return
+        msg_id = self._pinged.get(seq)
+        for older in [k for k in self._pinged if k <= seq]:
+            del self._pinged[older]
+        if msg_id is not None:
+            self._acked = msg_id
+            KEEPER.send("ack", kernel_id=self.kernel_id, msg_id=msg_id)
+        if self._last_sent != self._acked and self._ack_handle is None:
+            self._ack_handle = IOLoop.current().call_later(ACK_DELAY, self._probe)
 
     # --- the handover ----------------------------------------------------------------------------
 
@@ -227,5 +274,6 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             self._coalescer.drop()
         if self._ack_handle is not None:
             self._ack_handle.cancel()
-        self._ack()
+            self._ack_handle = None
+        # Nothing more is acknowledged: what this client was sent after its last pong stays kept.
         return super().disconnect()
