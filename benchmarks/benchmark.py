@@ -238,6 +238,32 @@ def replay_time(stack: Stack, token: str, lines: int) -> tuple[float, int]:
     return took, len(got["stdout"].split())
 
 
+def burst(base_url: str, token: str, lines: int, away: bool) -> dict:
+    """A cell printing `lines` lines as fast as it can, one message each: what a client gets of it.
+
+    Connected: the client follows the cell throughout. Away: the client drops before the first line
+    and the same session (what stock Jupyter buffers for) comes back once the cell has ended.
+    Returns the lines lost, the stream messages that carried the rest, and their rate at the client.
+    """
+    kernel_id = ready_kernel(base_url, token)
+    code = f"import time\ntime.sleep({1 if away else 0})\nfor i in range({lines}):\n    print(i, flush=True)"
+    with KernelConnection(base_url, token, kernel_id, timeout=300) as client:
+        started = time.monotonic()
+        msg_id = client.submit(code)
+        out = client.follow(msg_id, seconds=0.3) if away else client.follow(msg_id)
+    if away:
+        wait_for(lambda: api(base_url, token, f"/api/kernels/{kernel_id}")["execution_state"] == "idle", 300,
+                 "the burst to end", interval=0.2)
+        with KernelConnection(base_url, token, kernel_id, timeout=300, session=client.session) as again:
+            started = time.monotonic()
+            out = again.follow(msg_id, seconds=15)
+    took = time.monotonic() - started
+    api(base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+    got = {word for word in out["stdout"].split() if word.isdigit()}
+    messages = sum(1 for m in out["messages"] if m["msg_type"] == "stream")
+    return {"lost": lines - len(got), "stream_messages": messages, "messages_per_s": messages / took}
+
+
 def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
     """Seconds from kill -9 of Jupyter to every kernel answering an execute again (same ids)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -391,6 +417,11 @@ def run(args: argparse.Namespace) -> dict:
         replay = [replay_time(stack, token, lines) for _ in range(1 if args.quick else 3)]
         assert all(n == lines for _, n in replay), f"replay lost lines: {replay}"
         results["away"] = {"lines": lines, "replay_s": summary([t for t, _ in replay])}
+        progress(f"bursts of {lines} one-message lines, connected and away, stack and floor")
+        results["burst"] = {"lines": lines, **{
+            f"{where}_{mode}": burst(target.base_url, target.token if where == "floor" else token, lines,
+                                     away=mode == "away")
+            for where, target in (("stack", stack), ("floor", floor)) for mode in ("connected", "away")}}
         # 3c. kernels across a Jupyter crash: kill -9, then every kernel answers again
         adopt: dict[str, dict] = {}
         for count in ([1] if args.quick else [1, 20]):
@@ -592,6 +623,11 @@ def table(r: dict) -> str:
         f"{r['throughput_exec_per_s']['away_ratio']:.2f} |",
         f"| replay of {r['away']['lines']} lines kept while away (one message each) | "
         f"{fmt(r['away']['replay_s'])} | | |",
+        *(f"| burst of {r['burst']['lines']} one-message lines, {mode}: lines lost, stream messages "
+          f"(per second at the client) | {r['burst'][f'stack_{mode}']['lost']}, "
+          f"{r['burst'][f'stack_{mode}']['stream_messages']} ({r['burst'][f'stack_{mode}']['messages_per_s']:.0f}/s) | "
+          f"{r['burst'][f'floor_{mode}']['lost']}, {r['burst'][f'floor_{mode}']['stream_messages']} "
+          f"({r['burst'][f'floor_{mode}']['messages_per_s']:.0f}/s) | |" for mode in ("connected", "away")),
         *[f"| kill -9 of Jupyter -> {n} kernel(s) answering again | {fmt(v)} | | |"
           for n, v in r["kernels_back_after_kill_s"].items()],
         f"| heal: Jupyter killed -> API 200 | {fmt(r['healing_s']['jupyter_killed_to_200'])} | | |",

@@ -20,6 +20,17 @@ from datetime import UTC, datetime
 import websocket
 
 
+def across_a_drop(before: list, after: list) -> list:
+    """What a client saw before it dropped and what the next one got, as one list.
+
+    At a drop the hand-over is at-least-once: the next client may begin with the last lines the
+    one before was sent but is not known to have read. That overlap (a tail of `before` repeated at
+    the head of `after`) is counted once; a repeat anywhere else stays in the result.
+    """
+    overlap = max(k for k in range(min(len(before), len(after)) + 1) if before[len(before) - k:] == after[:k])
+    return before + after[overlap:]
+
+
 def api(base_url: str, token: str, path: str, method: str = "GET", body: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{base_url}{path}", data=data, method=method,
@@ -42,19 +53,59 @@ def shutdown_kernel(base_url: str, token: str, kernel_id: str) -> None:
     api(base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
 
 
+V1 = "v1.kernel.websocket.jupyter.org"  # the binary websocket protocol JupyterLab negotiates
+
+
+def to_v1(channel: str, parts: list[bytes]) -> bytes:
+    """A message in the v1 protocol: offset count, offsets, channel, header, parent, metadata, content."""
+    chunks = [channel.encode(), *parts]
+    offsets = [8 * (len(chunks) + 2)]
+    for chunk in chunks:
+        offsets.append(offsets[-1] + len(chunk))
+    return b"".join([len(offsets).to_bytes(8, "little"), *(o.to_bytes(8, "little") for o in offsets), *chunks])
+
+
+def from_v1(data: bytes) -> dict:
+    count = int.from_bytes(data[:8], "little")
+    offsets = [int.from_bytes(data[8 * (i + 1):8 * (i + 2)], "little") for i in range(count)]
+    parts = [data[offsets[i]:offsets[i + 1]] for i in range(count - 1)]
+    header, parent, metadata, content = (json.loads(p) for p in parts[1:5])
+    return {"channel": parts[0].decode(), "header": header, "parent_header": parent, "metadata": metadata,
+            "content": content, "buffers": parts[5:], "msg_type": header["msg_type"]}
+
+
 class KernelConnection:
-    """One websocket to one kernel, with a session id of its own."""
+    """One websocket to one kernel, with a session id of its own.
+
+    protocol: None for Jupyter's default (JSON text frames, as VSCode's extension uses it), or V1
+    for the binary subprotocol that JupyterLab negotiates.
+    """
 
     def __init__(self, base_url: str, token: str, kernel_id: str, timeout: float = 60,
-                 session: str | None = None) -> None:
+                 session: str | None = None, protocol: str | None = None) -> None:
         self.session = session or uuid.uuid4().hex
         ws_url = base_url.replace("http", "ws", 1)
         self.ws = websocket.create_connection(
             f"{ws_url}/api/kernels/{kernel_id}/channels?session_id={self.session}",
             header=[f"Authorization: token {token}"], timeout=timeout,
             sockopt=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # no Nagle delay on small messages
+            **({"subprotocols": [protocol]} if protocol else {}),
         )
+        if protocol and self.ws.getsubprotocol() != protocol:
+            raise ConnectionError(f"the server did not agree to the {protocol} subprotocol")
+        self.protocol = protocol
         self.timeout = timeout
+
+    def send(self, msg: dict) -> None:
+        if self.protocol == V1:
+            parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
+            self.ws.send_binary(to_v1(msg["channel"], parts))
+        else:
+            self.ws.send(json.dumps(msg))
+
+    def recv(self) -> dict:
+        data = self.ws.recv()
+        return from_v1(data) if self.protocol == V1 else json.loads(data)
 
     def close(self) -> None:
         self.ws.close()
@@ -65,17 +116,28 @@ class KernelConnection:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def drain(self, seconds: float) -> None:
+        """Read (and drop) whatever comes for `seconds`, as a connected editor does between cells: a
+        client that reads answers the server's pings, which tells it what the client has read."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.ws.settimeout(left)
+            try:
+                self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                break
+
     def submit(self, code: str) -> str:
         """Send an execute_request, as an editor runs a cell; return its msg_id."""
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
+        self.send({
             "header": {"msg_id": msg_id, "username": "kernelclient", "session": self.session,
                        "msg_type": "execute_request", "version": "5.3",
                        "date": datetime.now(UTC).isoformat()},
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
             "content": {"code": code, "silent": False, "store_history": False,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-        }))
+        })
         return msg_id
 
     def follow(self, msg_id: str, seconds: float | None = None) -> dict:
@@ -97,7 +159,7 @@ class KernelConnection:
             # Short reads: a websocket ping inside one long recv() would restart its timeout.
             self.ws.settimeout(min(left, 1.0))
             try:
-                msg = json.loads(self.ws.recv())
+                msg = self.recv()
             except websocket.WebSocketTimeoutException:
                 continue
             except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
@@ -123,7 +185,7 @@ class KernelConnection:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no reply to {code!r} within {self.timeout} s")
             try:
-                msg = json.loads(self.ws.recv())
+                msg = self.recv()
             except websocket.WebSocketTimeoutException:
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:

@@ -5,8 +5,9 @@ IPython 9 copies every stdout/stderr write of a cell into `history_manager.outpu
 grows its kernel by 5 MiB/s until the OOM killer ends it. Here each cell keeps the last TAIL
 characters of each stream there (the end of the output, as `%notebook` would show it), and nothing
 is lost anywhere else: the output still goes to the clients and to the kernel keeper.
-Leaves no name in the user's namespace. Guarded by tests/test_image.py (an IPython upgrade that
-stores output differently fails it).
+Leaves no name in the user's namespace. Guarded by test_out_of_memory_takes_a_kernel_not_jupyter
+(tests/test_survival.py): an IPython upgrade that keeps output some other way grows the kernel and
+fails it.
 """
 
 
