@@ -67,6 +67,8 @@ COPY container/run_supervisord.py container/watchdog.py /usr/local/lib/persisten
 COPY container/tmux.conf /etc/tmux.conf
 COPY container/jupyter_server_config.py /etc/jupyter/jupyter_server_config.py
 COPY container/ipython/ /etc/ipython/
+# JupyterLab asks nobody about news and fetches nothing from the internet by itself.
+COPY container/labconfig/page_config.json /etc/jupyter/labconfig/page_config.json
 COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
 COPY --chmod=0755 container/notebookctl /usr/local/bin/notebookctl
 

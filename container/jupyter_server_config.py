@@ -40,6 +40,10 @@ def configure(c) -> None:
     # --- the browser UI ---------------------------------------------------------------------------
     # The URL (scripts/url: /?token=...) opens JupyterLab, as `jupyter lab` would.
     c.ServerApp.default_url = "/lab"
+    # JupyterLab fetches nothing from the internet by itself: no news feed, no update check (the
+    # news prompt is disabled too: /etc/jupyter/labconfig/page_config.json).
+    c.LabApp.news_url = None
+    c.LabApp.check_for_updates_class = "jupyterlab.handlers.announcements.NeverCheckForUpdate"
 
     # --- persistence -------------------------------------------------------------------------------
     # Kernels outlive the server and are adopted again under their ids; sessions (notebook <-> kernel)

@@ -91,9 +91,12 @@ def test_jupyterlab_keeps_a_running_kernel_through_a_jupyter_crash(stack: Stack,
                  90, "JupyterLab's launcher at the URL")
         css(browser, ".jp-LauncherCard[data-category='Notebook']")[0].click()
         wait_for(lambda: css(browser, ".jp-Notebook .jp-Cell.jp-mod-active .cm-content"), 60, "a new notebook")
-        new = [s for s in api(stack.base_url, token, "/api/sessions") if s["id"] not in before]
-        assert len(new) == 1, f"the launcher should have made one notebook session: {new}"
-        session = new[0]
+        def new_sessions() -> list:
+            return [s for s in api(stack.base_url, token, "/api/sessions") if s["id"] not in before]
+
+        wait_for(new_sessions, 60, "the new notebook's session")
+        assert len(new_sessions()) == 1, f"the launcher should have made one notebook session: {new_sessions()}"
+        session = new_sessions()[0]
         kernel_id = session["kernel"]["id"]
         try:
             run_in_new_cell(browser, "kept = 6 * 7\nprint('ready', kept)")
