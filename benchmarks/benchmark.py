@@ -264,6 +264,76 @@ def burst(base_url: str, token: str, lines: int, away: bool) -> dict:
     return {"lost": lines - len(got), "stream_messages": messages, "messages_per_s": messages / took}
 
 
+def busy_kernel_after_kill(stack: Stack, token: str) -> dict:
+    """kill -9 of Jupyter while a kernel runs a long cell: seconds to the API, then to its websocket open."""
+    kernel_id = ready_kernel(stack.base_url, token)
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        msg_id = client.submit("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.5)")
+        client.follow(msg_id, seconds=1)
+    settle(stack)
+    killed = time.monotonic()
+    stack.kill_jupyter()
+    stack.wait_api(token, 120)
+    api_back = time.monotonic()
+    with KernelConnection(stack.base_url, token, kernel_id, timeout=300) as client:
+        opened = time.monotonic()
+        client.follow(msg_id, seconds=0.5)
+    api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+    return {"api_back_s": api_back - killed, "websocket_after_api_s": opened - api_back}
+
+
+MAKE_FOLDERS = """
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    os.makedirs(f"{root}/d{i // 1000}/f{i}", exist_ok=True)
+"""
+SCAN = """
+import time
+from persistent_notebooks.envs import SCAN_BUDGET, scan_workspace
+started = time.monotonic()
+scan = scan_workspace(SCAN_BUDGET)
+print(time.monotonic() - started)
+"""
+
+
+def workspace_scan(stack: Stack, token: str, folders: int) -> dict:
+    """A workspace of `folders` folders: one search's time, and request latency while searches run."""
+    root = f"/workspace/bench-scan-{folders}"
+    stack.exec("python3", "-c", MAKE_FOLDERS, root, str(folders), timeout=600)
+    try:
+        scan_s = float(stack.exec("python3", "-c", SCAN, timeout=120).stdout)
+        latencies = []
+        deadline = time.monotonic() + max(5.0, 2 * scan_s)
+        while time.monotonic() < deadline:  # VSCode lists kernelspecs whenever it connects
+            started = time.monotonic()
+            api(stack.base_url, token, "/api/kernelspecs")
+            latencies.append(time.monotonic() - started)
+        return {"folders": folders, "scan_s": scan_s, "kernelspecs_latency_s": summary(latencies),
+                "kernelspecs_max_s": max(latencies)}
+    finally:
+        stack.exec("rm", "-rf", root, timeout=600)
+
+
+def replay_after_keeper_kill(stack: Stack, token: str, lines: int) -> dict:
+    """Output kept while away, then kill -9 of the keeper: what the next client gets, and how soon."""
+    kernel_id = ready_kernel(stack.base_url, token)
+    with KernelConnection(stack.base_url, token, kernel_id) as away:
+        msg_id = away.submit(f"import time\ntime.sleep(0.5)\nfor i in range({lines}):\n    print(i, flush=True)")
+        away.follow(msg_id, seconds=0.2)
+    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 300, "the prints", interval=0.2)
+    stack.exec("kill", "-KILL", str(stack.program_pid("kernel-keeper")))
+    wait_for(lambda: stack.settled(), 120, "the keeper back", interval=0.2)
+    started = time.monotonic()
+    with KernelConnection(stack.base_url, token, kernel_id, timeout=300) as back:
+        got = back.follow(msg_id, seconds=5)
+    took = time.monotonic() - started
+    api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+    text = got["stdout"] + "".join(m["content"].get("text", "") for m in got["messages"] if m["msg_type"] == "stream")
+    return {"lines_kept": lines, "lines_replayed": len([w for w in got["stdout"].split() if w.isdigit()]),
+            "loss_announced": "lost" in text, "first_message_s": took}
+
+
 def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
     """Seconds from kill -9 of Jupyter to every kernel answering an execute again (same ids)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -435,6 +505,21 @@ def run(args: argparse.Namespace) -> dict:
         settle(stack)
         for kernel_id in kernel_ids:
             api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
+        # 4b. a busy kernel across kill -9 of Jupyter; a big workspace; a killed keeper
+        progress("busy kernel across kill -9 of Jupyter")
+        busy = [busy_kernel_after_kill(stack, token) for _ in range(1 if args.quick else runs)]
+        results["busy_after_kill_s"] = {key: summary([b[key] for b in busy])
+                                        for key in ("api_back_s", "websocket_after_api_s")}
+        results["workspace_scan"] = {}
+        for folders in ([2000] if args.quick else [10_000, 100_000]):
+            progress(f"workspace of {folders} folders: search time, kernelspec latency")
+            settle(stack)
+            results["workspace_scan"][str(folders)] = workspace_scan(stack, token, folders)
+        progress("output kept while away, then kill -9 of the keeper")
+        settle(stack)
+        results["keeper_killed"] = replay_after_keeper_kill(stack, token, 1000)
+        settle(stack)
 
         # 5. healing
         jupyter_heal, tmux_heal = [], []
@@ -632,6 +717,15 @@ def table(r: dict) -> str:
           for n, v in r["kernels_back_after_kill_s"].items()],
         f"| heal: Jupyter killed -> API 200 | {fmt(r['healing_s']['jupyter_killed_to_200'])} | | |",
         f"| heal: tmux killed -> session back | {fmt(r['healing_s']['tmux_killed_to_session'])} | | |",
+        f"| kill -9 of Jupyter, a kernel busy in a long cell: API back | "
+        f"{fmt(r['busy_after_kill_s']['api_back_s'])} | | |",
+        f"| ... then that kernel's websocket open | {fmt(r['busy_after_kill_s']['websocket_after_api_s'])} | | |",
+        *(f"| workspace of {w['folders']:,} folders: one search; GET /api/kernelspecs meanwhile (max) | "
+          f"{w['scan_s']:.2f} s; {fmt(w['kernelspecs_latency_s'])} (max {w['kernelspecs_max_s']:.2f} s) | | |"
+          for w in r["workspace_scan"].values()),
+        f"| kill -9 of the keeper holding {r['keeper_killed']['lines_kept']} lines: lines replayed, loss announced, "
+        f"first message | {r['keeper_killed']['lines_replayed']}, {r['keeper_killed']['loss_announced']}, "
+        f"{r['keeper_killed']['first_message_s']:.2f} s | | |",
         f"| tmux save, 5 windows x 10,000 lines: CPU of the save (a new process) / tmux server | "
         f"{fmt(r['tmux_save']['saver_cpu_ms'], 'ms')} / {fmt(r['tmux_save']['tmux_server_cpu_ms'], 'ms')} | | |",
         f"| tmux restore: kill-server -> session back / all scrollback shown | "

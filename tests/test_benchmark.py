@@ -21,7 +21,8 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert "| command to first 200 |" in result.stdout, result.stdout
     figures = json.loads(out.read_text())
     for section in ("startup_s", "memory", "reconnect_s", "throughput_exec_per_s", "healing_s", "image", "away",
-                    "kernels_back_after_kill_s", "tmux_save", "env_create_s", "kernels_list", "runs", "burst"):
+                    "kernels_back_after_kill_s", "tmux_save", "env_create_s", "kernels_list", "runs", "burst",
+                    "busy_after_kill_s", "workspace_scan", "keeper_killed"):
         assert section in figures, f"{section} missing from the results"
     assert figures["startup_s"]["stack_to_first_200"]["median"] > 0
     assert figures["startup_s"]["floor_to_first_200"]["median"] > 0
@@ -39,6 +40,8 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["runs"]["per_cell_s"]["median"] > 0 and figures["runs"]["output_to_file_s"]["median"] > 0
     assert figures["runs"]["chatty"]["bytes_written"] > 0
     assert figures["burst"]["stack_connected"]["stream_messages"] > 0 and "lost" in figures["burst"]["floor_away"]
+    assert figures["busy_after_kill_s"]["websocket_after_api_s"]["median"] > 0
+    assert figures["workspace_scan"]["2000"]["scan_s"] > 0 and figures["keeper_killed"]["loss_announced"]
     leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=persistent-notebooks.benchmark"],
                                capture_output=True, text=True).stdout.strip()
     assert not leftovers, f"the benchmark left containers behind: {leftovers}"
