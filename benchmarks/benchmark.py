@@ -322,8 +322,10 @@ def replay_after_keeper_kill(stack: Stack, token: str, lines: int) -> dict:
         msg_id = away.submit(f"import time\ntime.sleep(0.5)\nfor i in range({lines}):\n    print(i, flush=True)")
         away.follow(msg_id, seconds=0.2)
     wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 300, "the prints", interval=0.2)
-    stack.exec("kill", "-KILL", str(stack.program_pid("kernel-keeper")))
-    wait_for(lambda: stack.settled(), 120, "the keeper back", interval=0.2)
+    keeper = stack.program_pid("kernel-keeper")
+    stack.exec("kill", "-KILL", str(keeper))
+    wait_for(lambda: stack.program_pid("kernel-keeper") not in (0, keeper), 60, "a new keeper", interval=0.2)
+    wait_for(lambda: kernel_id in stack.keeper_status(), 60, "the new keeper to follow the kernel", interval=0.2)
     started = time.monotonic()
     with KernelConnection(stack.base_url, token, kernel_id, timeout=300) as back:
         got = back.follow(msg_id, seconds=5)
