@@ -98,6 +98,7 @@ class KernelOutput:
         # cell it belonged to (the marker holds that message's parent header).
         self.marker = paths.KEEPER_PENDING_DIR / self.kernel_id
         self.marked = False
+        self.marked_parent = b""  # the parent header the marker holds
         self.lost: tuple[bytes, float] | None = None
         if recovering:  # this keeper is new: a marker left by the one before means lost output
             try:
@@ -141,8 +142,11 @@ class KernelOutput:
             self.clear()
             return
         self.seq += 1
-        if not self.messages and not self.marked:
-            self.mark(frames[i + 3])
+        # The marker names the cell the newest kept output belongs to (rewritten once per cell): a
+        # message of no cell (the iopub_welcome a kernel sends each new subscriber) names none.
+        parent = frames[i + 3]
+        if (not self.messages and not self.marked) or (parent != b"{}" and parent != self.marked_parent):
+            self.mark(parent)
         size = sum(len(f) for f in frames) + OVERHEAD
         if size > self.limit and header.get("msg_type") == "stream":
             frames = self.newest_part(frames, i)
@@ -174,6 +178,7 @@ class KernelOutput:
             tmp.write_bytes(parent)
             os.replace(tmp, self.marker)
             self.marked = True
+            self.marked_parent = parent
         except OSError as exc:
             log.warning("kernel %s: cannot mark kept output in the state volume: %s", self.kernel_id, exc)
 
