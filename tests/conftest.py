@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernelclient import shutdown_kernel, start_kernel
 from stack import COMPOSE_FILE, STACK_VARIABLES, Stack, owned_folder
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -110,6 +111,15 @@ def docker_setup() -> list[str]:
 @pytest.fixture(scope="session")
 def docker_cleanup() -> list[str]:
     return ["down --volumes --remove-orphans --timeout 30"]
+
+
+@pytest.fixture
+def kernel(stack: Stack) -> Iterator[str]:
+    """A kernel on the shared stack, shut down after the test."""
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    yield kernel_id
+    shutdown_kernel(stack.base_url, token, kernel_id)
 
 
 @pytest.fixture(scope="session")

@@ -210,6 +210,11 @@ class Stack:
         result = self.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.keeperclient")
         return json.loads(result.stdout)["kernels"]
 
+    def wait_kernel_idle(self, kernel_id: str, timeout: float) -> None:
+        """Wait until the cell ends: the kernel idle, as the keeper sees it (no client needed)."""
+        wait_for(lambda: self.keeper_status()[kernel_id]["execution_state"] == "idle", timeout,
+                 "the cell to finish (kernel idle, as the keeper sees it)", interval=0.2)
+
     def programs(self) -> dict[str, str]:
         """supervisord's state of each program (`supervisorctl status` exits non-zero while one rests)."""
         out = self.exec(*SUPERVISORCTL, "status", check=False).stdout

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from kernelclient import KernelConnection, across_a_drop, shutdown_kernel, start_kernel
+from kernelclient import KernelConnection, across_a_drop, start_kernel
 from stack import Stack, wait_for
 
 LINES = 40
@@ -19,19 +18,6 @@ for i in range({LINES}):
 
 def numbers(text: str) -> list[int]:
     return [int(word) for word in text.split()]
-
-
-@pytest.fixture
-def kernel(stack: Stack):
-    token = stack.token()
-    kernel_id = start_kernel(stack.base_url, token)
-    yield kernel_id
-    shutdown_kernel(stack.base_url, token, kernel_id)
-
-
-def wait_idle(stack: Stack, kernel_id: str) -> None:
-    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 60,
-             "the cell to finish (kernel idle, as the keeper sees it)", interval=0.2)
 
 
 def run_then_drop(stack: Stack, kernel: str, seconds: float) -> tuple[str, dict, str]:
@@ -60,7 +46,7 @@ def test_output_while_away_after_the_cell_ended(stack: Stack, kernel: str):
     """A new session that connects after the cell ended should get every line and the idle status."""
     token = stack.token()
     msg_id, seen, _ = run_then_drop(stack, kernel, 1)
-    wait_idle(stack, kernel)
+    stack.wait_kernel_idle(kernel, 60)
     with KernelConnection(stack.base_url, token, kernel) as b:
         later = b.follow(msg_id)
     assert later["idle"], "the cell's idle status was not delivered"

@@ -7,7 +7,7 @@ with the binary `v1.kernel.websocket.jupyter.org` subprotocol that JupyterLab ne
 from __future__ import annotations
 
 import pytest
-from kernelclient import V1, KernelConnection, across_a_drop, api, shutdown_kernel, start_kernel
+from kernelclient import V1, KernelConnection, across_a_drop, api
 from stack import Stack, wait_for
 
 BURST = 10_000
@@ -33,19 +33,6 @@ def numbers(text: str) -> list[int]:
 
 def streams(out: dict) -> int:
     return sum(1 for m in out["messages"] if m["msg_type"] == "stream")
-
-
-@pytest.fixture
-def kernel(stack: Stack):
-    token = stack.token()
-    kernel_id = start_kernel(stack.base_url, token)
-    yield kernel_id
-    shutdown_kernel(stack.base_url, token, kernel_id)
-
-
-def wait_idle(stack: Stack, kernel_id: str) -> None:
-    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 120,
-             "the cell to finish (kernel idle, as the keeper sees it)", interval=0.2)
 
 
 @protocols
@@ -76,7 +63,7 @@ def test_a_burst_while_away_is_kept_whole(stack: Stack, kernel: str, protocol):
         msg_id = first.submit(BURST_CELL.format(delay=1))
         started = first.follow(msg_id, seconds=0.5)
     assert not numbers(started["stdout"]), "the burst should begin after the client dropped"
-    wait_idle(stack, kernel)
+    stack.wait_kernel_idle(kernel, 120)
     with KernelConnection(stack.base_url, token, kernel, timeout=120, protocol=protocol) as later:
         out = later.follow(msg_id)
     got = numbers(out["stdout"])
