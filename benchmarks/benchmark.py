@@ -53,15 +53,19 @@ def since_container_start(attrs: dict) -> float:
 
 
 class Floor:
-    """The same image with only the Jupyter server: no tini, supervisord, tmux or healthcheck."""
+    """The same image with only the Jupyter server: no tini, supervisord, tmux or healthcheck.
 
-    def __init__(self, client: docker.DockerClient, image: str) -> None:
+    app "server" is bare `jupyter server` (no extension); "lab" is stock `jupyter lab`, which serves
+    the UI the stack's URL opens (JupyterLab's server extension, as the stack loads it).
+    """
+
+    def __init__(self, client: docker.DockerClient, image: str, app: str = "server") -> None:
         self.token = secrets.token_hex(24)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.started = time.monotonic()
         self.container = client.containers.run(
-            image, FLOOR_ARGS, entrypoint=["jupyter"], detach=True, healthcheck={"test": ["NONE"]},
+            image, [app, *FLOOR_ARGS[1:]], entrypoint=["jupyter"], detach=True, healthcheck={"test": ["NONE"]},
             # Stock Jupyter: none of the image's settings (kernel adoption, kept output, token file).
             environment={"JUPYTER_TOKEN": self.token, "JUPYTER_NO_CONFIG": "1"},
             ports={"8888/tcp": ("127.0.0.1", self.port)},
@@ -70,6 +74,20 @@ class Floor:
 
     def remove(self) -> None:
         self.container.remove(force=True, v=True)
+
+
+def cpu_ns(container) -> int:
+    """CPU time the container's cgroup has used (every process in it, short-lived ones too), ns."""
+    return container.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
+
+
+def idle_cpu(containers: dict, seconds: float) -> dict[str, float]:
+    """Per container, the share of one core it used while nothing was asked of it (percent)."""
+    before = {name: cpu_ns(c) for name, c in containers.items()}
+    started = time.monotonic()
+    time.sleep(seconds)  # the measurement window itself: nothing to poll
+    took = time.monotonic() - started
+    return {name: 100 * (cpu_ns(c) - before[name]) / 1e9 / took for name, c in containers.items()}
 
 
 def container_memory(container) -> float:
@@ -95,9 +113,9 @@ for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
 
 
 def process_label(cmd: str) -> str:
-    for needle, label in (("notebookctl healthcheck", "healthcheck probe"), ("tmuxstate save", "tmux saver (sh)"),
-                          ("persistent_notebooks.keeper", "kernel keeper"), ("watchdog.py", "watchdog"),
-                          ("supervisord", "supervisord"),
+    for needle, label in (("persistent-notebooks/healthcheck", "healthcheck probe"), ("tmux save", "tmux saver (sh)"),
+                          ("persistent_notebooks.keeper", "kernel keeper"),
+                          ("persistent_notebooks.supervisor", "supervisord"), ("supervisord", "supervisord"),
                           ("tmux -D", "tmux server"), ("tmux -N -C", "tmux session keeper"),
                           ("jupyter-server", "jupyter server"),
                           ("ipykernel_launcher", "kernel"), ("tini", "tini"), ("bash", "bash in tmux")):
@@ -186,7 +204,7 @@ print(time.time())
 
 TMUX_SAVE_RESTORE = r"""
 import json, os, resource, subprocess, sys, time
-from persistent_notebooks import tmuxstate  # noqa: the save itself runs as the saver runs it, a new process
+from persistent_notebooks import paths  # noqa: the save itself runs as the saver runs it, a new process
 name, runs, windows, lines = sys.argv[1], int(sys.argv[2]), 5, 10_000
 tmux = lambda *a: subprocess.run(["tmux", "-N", *a], capture_output=True, text=True)
 for i in range(windows):
@@ -205,9 +223,9 @@ def own_cpu():
 saves = []
 for _ in range(runs):
     c0, s0, t0 = own_cpu(), server_cpu(), time.monotonic()
-    subprocess.run([sys.executable, "-m", "persistent_notebooks.tmuxstate", "save"], check=True)
+    subprocess.run([sys.executable, "-m", "persistent_notebooks.tmux", "save"], check=True)
     saves.append({"saver_cpu": own_cpu() - c0, "tmux_cpu": server_cpu() - s0, "wall": time.monotonic() - t0})
-size = os.path.getsize(tmuxstate.paths.TMUX_SAVE_FILE)
+size = os.path.getsize(paths.TMUX_SAVE_FILE)
 tmux("kill-server")
 t0 = time.monotonic()
 while tmux("has-session", "-t", f"={name}").returncode or f"bench{windows - 1}" not in tmux(
@@ -290,7 +308,7 @@ for i in range(n):
 """
 SCAN = """
 import time
-from persistent_notebooks.envs import SCAN_BUDGET, scan_workspace
+from persistent_notebooks.environments import SCAN_BUDGET, scan_workspace
 started = time.monotonic()
 scan = scan_workspace(SCAN_BUDGET)
 print(time.monotonic() - started)
@@ -408,6 +426,7 @@ def run(args: argparse.Namespace) -> dict:
 
         # 1. start-up
         up_healthy, up_200, floor_200, up_inside, floor_inside = [], [], [], [], []
+        lab_200, lab_inside = [], []
         for i in range(runs):
             progress(f"start-up {i + 1}/{runs}: stack")
             stack = new_stack()
@@ -428,20 +447,37 @@ def run(args: argparse.Namespace) -> dict:
             floor_inside.append(since_container_start(floor.container.attrs))
             if i < runs - 1:
                 floors.pop().remove()
+            progress(f"start-up {i + 1}/{runs}: floor with JupyterLab")
+            lab = Floor(client, image, app="lab")
+            try:
+                lab_200.append(first_200(lab.base_url, lab.token, lab.started))
+                lab.container.reload()
+                lab_inside.append(since_container_start(lab.container.attrs))
+            finally:
+                lab.remove()
         results["startup_s"] = {"stack_to_healthy": summary(up_healthy), "stack_to_first_200": summary(up_200),
                                 "floor_to_first_200": summary(floor_200),
                                 "ratio_first_200": statistics.median(up_200) / statistics.median(floor_200),
                                 "stack_container_start_to_first_200": summary(up_inside),
                                 "floor_container_start_to_first_200": summary(floor_inside),
                                 "ratio_container_start_to_first_200":
-                                    statistics.median(up_inside) / statistics.median(floor_inside)}
+                                    statistics.median(up_inside) / statistics.median(floor_inside),
+                                "lab_floor_to_first_200": summary(lab_200),
+                                "lab_floor_container_start_to_first_200": summary(lab_inside),
+                                "ratio_first_200_lab": statistics.median(up_200) / statistics.median(lab_200),
+                                "ratio_container_start_to_first_200_lab":
+                                    statistics.median(up_inside) / statistics.median(lab_inside)}
         stack, floor = stacks[-1], floors[-1]
         token = stack.token()
         stack_container = client.containers.get(stack.container_id())
 
-        # 2. idle memory
+        # 2. idle CPU (whole cgroups, no kernels, nobody connected) and idle memory
+        window = 15 if args.quick else 60
+        progress(f"idle CPU over {window} s, stack and floor")
+        stack.wait_healthy()
+        results["idle_cpu_percent"] = {**idle_cpu({"stack": stack_container, "floor": floor.container}, window),
+                                       "seconds": window}
         progress("idle memory")
-        time.sleep(3)  # let start-up garbage settle before reading memory (a fixed pause, not a wait)
         processes = process_memory(stack_container)
         overhead = [v for k, v in processes.items() if k not in ("jupyter server", "kernel", "healthcheck probe")]
         besides = sum(v["pss_mib"] for v in overhead)
@@ -694,6 +730,13 @@ def table(r: dict) -> str:
         f"| container start to first 200 | {fmt(r['startup_s']['stack_container_start_to_first_200'])} | "
         f"{fmt(r['startup_s']['floor_container_start_to_first_200'])} | "
         f"{r['startup_s']['ratio_container_start_to_first_200']:.2f} |",
+        f"| ... floor with JupyterLab (`jupyter lab`): command / container start to first 200 | | "
+        f"{fmt(r['startup_s']['lab_floor_to_first_200'])} / "
+        f"{fmt(r['startup_s']['lab_floor_container_start_to_first_200'])} | "
+        f"{r['startup_s']['ratio_first_200_lab']:.2f} / "
+        f"{r['startup_s']['ratio_container_start_to_first_200_lab']:.2f} |",
+        f"| idle CPU of the whole container, no kernels ({r['idle_cpu_percent']['seconds']} s) | "
+        f"{r['idle_cpu_percent']['stack']:.2f} % of a core | {r['idle_cpu_percent']['floor']:.2f} % | |",
         f"| start-up to healthy | {fmt(r['startup_s']['stack_to_healthy'])} | | |",
         f"| idle container memory | {mem['stack_container_mib']:.1f} MiB | {mem['floor_container_mib']:.1f} MiB | "
         f"{mem['stack_container_mib'] / mem['floor_container_mib']:.2f} |",

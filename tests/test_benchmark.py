@@ -22,13 +22,16 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     figures = json.loads(out.read_text())
     for section in ("startup_s", "memory", "reconnect_s", "throughput_exec_per_s", "healing_s", "image", "away",
                     "kernels_back_after_kill_s", "tmux_save", "env_create_s", "kernels_list", "runs", "burst",
-                    "busy_after_kill_s", "workspace_scan", "keeper_killed"):
+                    "busy_after_kill_s", "workspace_scan", "keeper_killed", "idle_cpu_percent"):
         assert section in figures, f"{section} missing from the results"
     assert figures["startup_s"]["stack_to_first_200"]["median"] > 0
     assert figures["startup_s"]["floor_to_first_200"]["median"] > 0
+    assert figures["startup_s"]["lab_floor_to_first_200"]["median"] > 0
+    assert figures["idle_cpu_percent"]["stack"] > 0 and figures["idle_cpu_percent"]["floor"] >= 0
     assert 0 < figures["startup_s"]["stack_container_start_to_first_200"]["median"] < 600
     assert figures["memory"]["per_kernel_mib"] > 0
     assert figures["memory"]["processes"]["supervisord"]["count"] == 1
+    assert "watchdog" not in figures["memory"]["processes"], "the watchdog is a thread of supervisord"
     assert figures["throughput_exec_per_s"]["stack"] > 0 and figures["throughput_exec_per_s"]["floor"] > 0
     assert figures["throughput_exec_per_s"]["stack_without_away"] > 0
     assert figures["away"]["replay_s"]["median"] > 0 and figures["kernels_back_after_kill_s"]["1"]["median"] > 0

@@ -146,7 +146,7 @@ def tool(name: str) -> str:
 def python_files() -> list[str]:
     scripts = [p for p in (REPO / "scripts").iterdir()
                if p.is_file() and p.read_text().startswith("#!/usr/bin/env python3")]
-    return [str(p) for p in [REPO / "container" / "notebookctl", *scripts]]
+    return [str(p) for p in scripts]
 
 
 def test_lint_python():
@@ -160,6 +160,7 @@ def test_lint_dockerfile_and_shell():
     command = [tool("hadolint"), "--no-color", str(REPO / "Dockerfile")]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    shell = [str(REPO / p) for p in (".ci/run", "container/profile.sh", "container/apt-install")]
+    shell = [str(REPO / p) for p in (".ci/run", "container/profile.sh", "container/apt-install",
+                                     "container/healthcheck")]
     result = subprocess.run([tool("shellcheck"), *shell], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

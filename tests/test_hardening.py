@@ -123,16 +123,42 @@ def test_culling_is_off_by_default_in_jupyter(stack: Stack):
     assert settings.get("allow_remote_access") == "False", "Jupyter did not load persistent-notebooks' settings"
 
 
-def test_config_file_survives_a_bad_value(stack: Stack):
-    """Even a bad value that got past the check should leave the security settings in force."""
-    shown = stack.exec("env", "JUPYTER_CULL_IDLE_TIMEOUT=1h", "jupyter-server", "--show-config").stdout
-    settings = dict(re.findall(r"^\s+\.(\w+) = (.*)$", shown, re.M))
-    assert settings.get("allow_remote_access") == "False", "a bad value made Jupyter skip the whole config file"
-    assert settings.get("cull_idle_timeout") == "0", "the bad value should fall back to the default"
+def test_config_file_refuses_a_bad_value(stack: Stack):
+    """A bad value that got past the check should stop Jupyter, naming it, never run it without our settings."""
+    result = stack.exec("env", "JUPYTER_CULL_IDLE_TIMEOUT=1h", "jupyter-server", "--show-config", check=False)
+    assert result.returncode == 78, f"Jupyter ran with a bad setting ({result.returncode})"
+    assert "JUPYTER_CULL_IDLE_TIMEOUT='1h'" in result.stderr, result.stderr[-2000:]
 
 
-def test_supervisord_runs_the_watchdog(stack: Stack):
-    """supervisord should run the watchdog listener beside the programs."""
+def test_health_is_the_watchdogs_report(stack: Stack):
+    """Docker's healthcheck should read the watchdog's report: no resident or periodic Python of its own."""
+    config = stack.inspect()["Config"]["Healthcheck"]["Test"]
+    assert config == ["CMD", "/usr/local/lib/persistent-notebooks/healthcheck"], config
+    assert stack.exec("notebookctl", "health").stdout.strip() == "ok"
     status = stack.exec(*SUPERVISORCTL, "status", check=False).stdout
-    assert any(line.startswith("watchdog") and "RUNNING" in line for line in status.splitlines()), status
+    assert "watchdog" not in status, f"the watchdog should be a thread of supervisord, not a program:\n{status}"
+    pythons = [line for line in stack.exec("ps", "-eo", "args").stdout.splitlines()
+               if "python" in line.split(" ", 1)[0]]
+    assert len(pythons) == 3, f"expected supervisord, the keeper and Jupyter as the only Pythons: {pythons}"
     assert api(stack.base_url, stack.token(), "/api/status")["started"]
+
+
+@pytest.mark.parametrize(("report", "healthy", "says"), [
+    ("{now} ok", True, "ok"),
+    ("{now} Jupyter does not answer: timed out", False, "Jupyter does not answer"),
+    ("{old} ok", False, "s old"),
+    ("{future} ok", False, "s old"),
+    ("not a report", False, ""),
+    (None, False, "no report from the watchdog yet"),
+])
+def test_healthcheck_reads_only_a_recent_ok(stack: Stack, report, healthy, says):
+    """Docker's healthcheck should pass only on an `ok` report of the last 20 seconds, saying what is wrong."""
+    now = int(float(stack.exec("cat", "/proc/uptime").stdout.split()[0]))
+    path = f"/tmp/health-test-{uuid.uuid4().hex[:8]}"
+    if report is not None:
+        text = report.format(now=now, old=now - 60, future=now + 3600)
+        stack.exec("sh", "-c", f"printf '%s\\n' '{text}' > {path}")
+    result = stack.exec("/usr/local/lib/persistent-notebooks/healthcheck", path, check=False)
+    stack.exec("rm", "-f", path)
+    assert (result.returncode == 0) == healthy, f"{report!r}: exit {result.returncode}, {result.stdout}"
+    assert says in result.stdout, result.stdout

@@ -23,6 +23,19 @@ assert "self.options.poller.poll(timeout)" in loop, "runforever() no longer wait
 assert hasattr(datatypes, "RestartUnconditionally"), "datatypes.RestartUnconditionally is gone"
 assert {"EXITED", "STOPPED"} <= set(vars(ProcessStates)), "ProcessStates.EXITED/STOPPED are gone"
 assert "self.laststart" in inspect.getsource(Subprocess.spawn), "Subprocess.laststart is no longer set"
+# The watchdog, a thread of supervisord: events, the process table, the mood.
+from supervisor import events
+from supervisor.options import ServerOptions
+from supervisor.process import ProcessGroupBase
+from supervisor.states import SupervisorStates
+assert callable(events.subscribe) and issubclass(events.ProcessStateFatalEvent, events.ProcessStateEvent)
+assert "self.process = process" in inspect.getsource(events.ProcessStateEvent.__init__)
+assert "self.options.mood = SupervisorStates.SHUTDOWN" in inspect.getsource(supervisord.Supervisor.handle_signal)
+assert ServerOptions.mood == SupervisorStates.RUNNING and SupervisorStates.SHUTDOWN < SupervisorStates.RUNNING
+assert "self.processes = {}" in inspect.getsource(ProcessGroupBase.__init__), "ProcessGroup.processes is gone"
+assert "self.process_groups = {}" in inspect.getsource(supervisord.Supervisor.run), "Supervisor.process_groups is gone"
+assert "self.pid = pid" in inspect.getsource(Subprocess._spawn_as_parent) and "self.state = new_state" in \
+    inspect.getsource(Subprocess.change_state), "Subprocess.pid/state are kept elsewhere"
 print("ok")
 """
 
@@ -63,10 +76,12 @@ def in_image(tag: str, python: str, code: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("python", "code"), [
-    # container/run_supervisord.py: a program due to (re)start does not wait for poll()'s second
-    # (its effect: the healing figures of scripts/benchmark; test_jupyter_restarts_after_being_killed).
+    # persistent_notebooks/supervisor: a program due to (re)start does not wait for poll()'s second
+    # (its effect: the healing figures of scripts/benchmark; test_jupyter_restarts_after_being_killed),
+    # and the watchdog runs as a thread of supervisord (test_hung_jupyter_is_healed_and_keeps_its_kernels,
+    # test_fatal_program_hands_the_container_to_docker, test_health_is_the_watchdogs_report).
     ("/opt/supervisor/bin/python", SUPERVISORD),
-    # container/persistent_notebooks/connection.py: kernel info asked on the control channel too,
+    # persistent_notebooks/server/connection.py: kernel info asked on the control channel too,
     # coalesced output sent through Jupyter's own path, acknowledgements on pongs
     # (tests/test_every_line.py, tests/test_away.py).
     ("/opt/venv/bin/python", JUPYTER_SERVER),

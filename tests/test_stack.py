@@ -10,12 +10,12 @@ import select
 import time
 import uuid
 
-from stack import SUPERVISORCTL, Stack, docker_client, http_get
+from stack import SUPERVISORCTL, Stack, docker_client, http_get, wait_for
 
 
 def test_stack_turns_healthy(stack: Stack):
-    """Container should start from nothing and turn healthy, with all three programs running."""
-    assert stack.health() == "healthy"
+    """Container should start from nothing and turn healthy (in Docker's eyes), with all three programs running."""
+    wait_for(lambda: stack.health() == "healthy", 30, "Docker to call the container healthy")
     status = stack.exec(*SUPERVISORCTL, "status", check=False).stdout
     for program in ("tmux ", "tmux-session ", "jupyter "):
         line = next((ln for ln in status.splitlines() if ln.startswith(program)), "")

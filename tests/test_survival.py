@@ -170,7 +170,7 @@ def test_tmux_session_rebuilt_after_kill_server(live: Stack):
     marker = f"kept-{uuid.uuid4().hex[:6]}"
     set_up_windows(live, marker)
     before = tmux_windows(live)
-    live.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.tmuxstate", "save")  # the periodic save
+    live.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.tmux", "save")  # the periodic save
     live.exec("tmux", "-N", "kill-server")
     assert_restored(live, before, marker)
     live.exec("tmux", "-N", "kill-window", "-t", f"={live.variables['TMUX_SESSION']}:editor")
@@ -198,24 +198,24 @@ def test_container_restart_ends_kernels_cleanly_and_keeps_the_session(live: Stac
 
 
 def test_healthcheck_fails_without_jupyter_or_session(live: Stack):
-    """The healthcheck should fail while Jupyter is stopped, and while the tmux session is missing."""
+    """The healthcheck should fail while Jupyter is stopped, and while the tmux session is missing, saying which."""
     name = live.variables["TMUX_SESSION"]
-    assert live.exec("notebookctl", "healthcheck", check=False).returncode == 0
+    assert live.check_health() == (True, "ok")
+
+    def failing(what: str):
+        return lambda: (lambda result: not result[0] and what in result[1])(live.check_health())
     live.exec(*SUPERVISORCTL, "stop", "jupyter")
     try:
-        result = live.exec("notebookctl", "healthcheck", check=False)
-        assert result.returncode != 0 and "Jupyter" in result.stdout, result.stdout
+        wait_for(failing("Jupyter is STOPPED"), 15, "the health report to name the stopped Jupyter")
     finally:
         live.exec(*SUPERVISORCTL, "start", "jupyter")
     live.exec(*SUPERVISORCTL, "stop", "tmux-session")
     try:
         live.exec("tmux", "-N", "kill-session", "-t", f"={name}")
-        result = live.exec("notebookctl", "healthcheck", check=False)
-        assert result.returncode != 0 and "tmux session" in result.stdout, result.stdout
+        wait_for(failing("tmux session"), 15, "the health report to name the missing tmux session")
     finally:
         live.exec(*SUPERVISORCTL, "start", "tmux-session")
-    wait_for(lambda: live.exec("notebookctl", "healthcheck", check=False).returncode == 0, 60,
-             "the healthcheck to pass again")
+    wait_for(lambda: live.check_health()[0], 60, "the healthcheck to pass again")
 
 
 def test_session_comes_back_after_tmux_server_is_killed(live: Stack):

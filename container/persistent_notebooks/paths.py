@@ -1,8 +1,20 @@
-"""Where persistent-notebooks keeps its state, and the settings read from the environment.
+"""The state volume (/var/lib/persistent-notebooks): where everything that outlives a process is
+kept, who owns each record (creates it and removes it), and the kernel records.
 
-Everything that must outlive the Jupyter server lives in the `state` volume: one record per
-running kernel (kernels/), the keeper's socket and the server's token (run/, private), the
-tmux save, Jupyter's runtime files (connection files) and its sessions database.
+| record | owner (creates, removes) | readers |
+|---|---|---|
+| jupyter_token (generated token), run/token, run/health removed | the entrypoint (cli.setup) | Jupyter's config, CLI |
+| run/cookie-key | Jupyter's config (server.config) | |
+| kernels/ID.json (one per running kernel) | the kernel provisioner (server.kernels) | keeper, runner, CLI |
+| kernels/*.damaged (a record set aside) | whoever reads it first (read_record) | people |
+| run/keeper.sock, keeper-pending/ID | the kernel keeper | Jupyter (keeper.client) |
+| runs/ID.json, run/runner.sock | the notebook runner | CLI (cli.runs) |
+| run/health | the watchdog inside supervisord (supervisor) | Docker's healthcheck |
+| tmux-save/ | the tmux saver (tmux) | the tmux session keeper |
+| jupyter/sessions.db | Jupyter; moved aside when damaged by the entrypoint of `jupyter` (cli.setup) | |
+| envs/ | `notebookctl env` (environments) | Jupyter's kernel specs |
+
+Locations come from settings (STATE_DIR, WORKSPACE); this module reads no environment itself.
 """
 
 from __future__ import annotations
@@ -10,20 +22,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
+
+from .settings import STATE_DIR
 
 log = logging.getLogger("persistent_notebooks")
 
-STATE_DIR = Path(os.environ.get("NOTEBOOK_STATE_DIR", "/var/lib/persistent-notebooks"))
 KERNELS_DIR = STATE_DIR / "kernels"
 RUN_DIR = STATE_DIR / "run"
 KEEPER_SOCKET = RUN_DIR / "keeper.sock"
 KEEPER_PENDING_DIR = RUN_DIR / "keeper-pending"  # a file per kernel while the keeper holds undelivered output
-SERVER_TOKEN_FILE = RUN_DIR / "token"
+SERVER_TOKEN_FILE = RUN_DIR / "token"  # the token the server runs with (the entrypoint writes it)
+GENERATED_TOKEN_FILE = STATE_DIR / "jupyter_token"  # a token generated once and kept
+COOKIE_KEY_FILE = RUN_DIR / "cookie-key"
+HEALTH_FILE = RUN_DIR / "health"
+RUNTIME_DIR = STATE_DIR / "jupyter" / "runtime"
+ENVS_DIR = STATE_DIR / "envs"
 TMUX_SAVE_FILE = STATE_DIR / "tmux-save" / "session.json"
 SESSIONS_DB = STATE_DIR / "jupyter" / "sessions.db"
-WORKSPACE = Path(os.environ.get("NOTEBOOK_WORKSPACE", "/workspace"))
 # Server-side notebook runs: one record per run (owned by the runner), its socket, side files.
 RUNS_DIR = STATE_DIR / "runs"
 RUNNER_SOCKET = RUN_DIR / "runner.sock"
@@ -33,39 +49,25 @@ SUPERVISORD_CONF = "/etc/persistent-notebooks/supervisord.conf"
 # supervisord, the keeper or tmux. An unprivileged process may raise it for its children.
 KERNEL_OOM_SCORE_ADJ = 800
 
-DEFAULT_AWAY_BUFFER = 32 * 2**20
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b)?\s*", re.I)
-
-
-def parse_size(text: str, name: str) -> int:
-    """'32m', '32MiB', '1g', '65536' -> bytes; ValueError naming the variable otherwise."""
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise ValueError(f"{name}={text!r} is not a size. Use bytes or a number with k, m or g "
-                         f"(e.g. {name}=32m).")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit])
-
-
-def away_buffer() -> int:
-    """NOTEBOOK_AWAY_BUFFER: bytes of output kept per kernel while no client is connected."""
-    value = os.environ.get("NOTEBOOK_AWAY_BUFFER", "")
-    return parse_size(value, "NOTEBOOK_AWAY_BUFFER") if value.strip() else DEFAULT_AWAY_BUFFER
-
-
 def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically."""
+def write_private(path: Path, text: str | bytes) -> None:
+    """Write a file only its owner can read, atomically: whole (fsynced, then renamed into place) or not at all."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- kernel records --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Unit layer: stream output coalescing (container/persistent_notebooks/coalesce.py), no Docker."""
+"""Unit layer: stream output coalescing (container/persistent_notebooks/server/coalesce.py), no Docker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "container"))
-from persistent_notebooks import coalesce  # noqa: E402
+from persistent_notebooks.server import coalesce  # noqa: E402
 
 KEY = b"unit-test-key"
 

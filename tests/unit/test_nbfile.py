@@ -1,4 +1,4 @@
-"""Unit layer: the notebook logic of server-side runs (container/persistent_notebooks/nbfile.py), no Docker."""
+"""Unit layer: the notebook logic of server-side runs (container/persistent_notebooks/runner/nbfile.py), no Docker."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "container"))
-from persistent_notebooks import nbfile  # noqa: E402
+from persistent_notebooks.runner import nbfile  # noqa: E402
 
 
 def notebook(*cells: dict, minor: int = 5) -> dict:

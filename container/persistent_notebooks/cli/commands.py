@@ -1,4 +1,4 @@
-"""`notebookctl env ...` and `notebookctl kernels ...` (notebookctl runs this with the image's venv)."""
+"""`notebookctl env|kernels|run|runs`: environments, the kernel list, server-side runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from . import envs, runs, usage
+from .. import environments as envs
+from . import runs, usage
 
 ENV_HELP = """\
 Python environments as kernels.
@@ -194,5 +195,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,8 @@ Two sources, both found without any registration step (as nb_conda_kernels does 
   folders down: kernel venv-<folder>, "Python 3.13 (folder/.venv)".
 An environment counts once it has ipykernel installed; it disappears from the list when removed.
 Environments live in the state volume (or the workspace), so they outlive restarts, down/up and
-image rebuilds. `EnvironmentKernelSpecManager` offers them to Jupyter, and so to VSCode's picker.
+image rebuilds. server/kernelspecs.py offers them to Jupyter, and so to VSCode's picker; the CLI
+makes, lists and removes them (`notebookctl env`). Stdlib only.
 """
 
 from __future__ import annotations
@@ -19,17 +20,14 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 
-from jupyter_client.kernelspec import KernelSpecManager
+from . import paths, settings
 
-from . import paths
-
-ENVS_DIR = paths.STATE_DIR / "envs"
-WORKSPACE = Path(os.environ.get("NOTEBOOK_WORKSPACE", "/workspace"))
+ENVS_DIR = paths.ENVS_DIR
+WORKSPACE = settings.WORKSPACE
 # /workspace/.venv, /workspace/a/.venv ... /workspace/a/b/c/.venv
 WORKSPACE_DEPTH = 3
 WORKSPACE_PREFIX = "venv-"
@@ -39,11 +37,7 @@ MAX_ENTRIES = 2000  # per folder
 DEFAULT_PYTHON = "/usr/bin/python3"
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 RESERVED = {"python3", "python", "base"}
-# Discovery of the workspace is cached this long (VSCode asks for the kernelspecs often); an env
-# made or removed with notebookctl shows at once (the envs folder's mtime changes).
-SCAN_TTL = 3.0
 SCAN_BUDGET = 30.0  # seconds one search of the workspace may take; what it did not reach is reported
-FIRST_SCAN_WAIT = 0.5  # the first kernelspec request waits this long for the first search
 
 
 class EnvError(Exception):
@@ -185,63 +179,6 @@ def all_environments() -> list[Environment]:
     return managed_environments() + workspace_environments()
 
 
-class EnvironmentKernelSpecManager(KernelSpecManager):
-    """The usual kernelspecs, plus one per environment (see the module's docstring).
-
-    The workspace is searched in a thread of its own, never in a request: a request is answered from
-    the last search (started again once it is SCAN_TTL old), so a workspace of 100,000 folders slows
-    no request and no server start. Environments made with `notebookctl env` are looked up directly.
-    """
-
-    _lock = threading.Lock()
-    _scan: Scan | None = None
-    _scanned_at = 0.0
-    _scanning: threading.Thread | None = None
-
-    def _workspace(self) -> list[Environment]:
-        cls = type(self)
-        with cls._lock:
-            due = cls._scan is None or time.monotonic() - cls._scanned_at >= SCAN_TTL
-            if due and (cls._scanning is None or not cls._scanning.is_alive()):
-                cls._scanning = threading.Thread(target=self._search, name="workspace-environments", daemon=True)
-                cls._scanning.start()
-            thread, scan = cls._scanning, cls._scan
-        if scan is None and thread is not None:
-            thread.join(FIRST_SCAN_WAIT)  # the very first answer waits a little for a small workspace
-            scan = cls._scan
-        return scan.environments if scan else []
-
-    def _search(self) -> None:
-        cls = type(self)
-        try:
-            scan = scan_workspace(SCAN_BUDGET)
-        except Exception as exc:  # noqa: BLE001 - a failed search keeps the last result
-            self.log.warning("searching the workspace for .venv environments failed: %s", exc)
-            return
-        if scan.seconds > 1:
-            self.log.info("searched the workspace for .venv environments in %.1f s", scan.seconds)
-        with cls._lock:
-            cls._scan, cls._scanned_at = scan, time.monotonic()
-
-    def environments(self) -> dict[str, Environment]:
-        envs: dict[str, Environment] = {}
-        for env in managed_environments() + self._workspace():
-            envs.setdefault(env.kernel_name, env)
-        return envs
-
-    def find_kernel_specs(self) -> dict[str, str]:
-        specs = super().find_kernel_specs()
-        for name, env in self.environments().items():
-            specs.setdefault(name, env.resource_dir)
-        return specs
-
-    def get_kernel_spec(self, kernel_name: str):
-        env = self.environments().get(kernel_name.lower())
-        if env is None or self._find_spec_directory(kernel_name.lower()) is not None:
-            return super().get_kernel_spec(kernel_name)
-        return self.kernel_spec_class(resource_dir=env.resource_dir, **env.kernel_dict())
-
-
 # --- notebookctl env ---------------------------------------------------------------------------
 
 def uv() -> str:
@@ -273,6 +210,8 @@ def create(name: str, packages: list[str], requirements: list[str], python: str 
     if target.exists():
         raise EnvError(f"environment {name!r} exists already ({target}). Remove it first: "
                        f"notebookctl env remove {name}")
+    from jupyter_client.kernelspec import KernelSpecManager  # the CLI's: made only for this check
+
     clash = KernelSpecManager().find_kernel_specs()
     if name in clash:
         raise EnvError(f"a kernelspec named {name!r} exists already ({clash[name]}): choose another name.")

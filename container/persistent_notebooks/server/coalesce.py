@@ -20,7 +20,8 @@ import json
 from collections.abc import Callable
 from typing import NamedTuple
 
-DELIM = b"<IDS|MSG>"
+from ..wire import DELIM
+
 INTERVAL = 0.05  # seconds between two stream messages to one client, at most ~20 a second
 MAX_TEXT = 1 << 20  # characters merged into one message before it goes out regardless
 

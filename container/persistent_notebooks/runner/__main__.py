@@ -34,8 +34,9 @@ import zmq  # noqa: E402
 import zmq.asyncio  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
-from . import nbfile, paths, usage  # noqa: E402
-from .runs import ACTIVE, describe  # noqa: E402
+from .. import jupyterapi, paths  # noqa: E402
+from . import nbfile  # noqa: E402
+from .records import ACTIVE, describe  # noqa: E402
 
 log = logging.getLogger("notebook-runner")
 KEEP_FINISHED = 7 * 86400
@@ -53,8 +54,8 @@ class RunError(Exception):
 
 def api(method: str, path: str, body: dict | None = None) -> object:
     try:
-        return usage.api(method, path, body)
-    except usage.UsageError as exc:
+        return jupyterapi.api(method, path, body)
+    except jupyterapi.ApiError as exc:
         raise RunError(str(exc)) from None
 
 

@@ -26,8 +26,9 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from traitlets import default
 
-from . import paths
-from .keeperclient import KEEPER, status_sync
+from .. import paths
+from ..keeper.client import KEEPER, status_sync
+from .sessions import repair_sessions_db
 
 # Environment a kernel must not inherit from the server.
 SCRUBBED_ENV = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JPY_PARENT_PID")
@@ -96,22 +97,12 @@ class PersistentProvisioner(LocalProvisioner):
         KEEPER.send("watch", kernel_id=self.kernel_id)
 
     def adopt(self, record: dict) -> None:
-        """Take over a kernel started by an earlier server (the provisioner's load_provisioner_info)."""
+        """Take over a kernel started by an earlier server, from its record."""
         self.pid, self.pgid, self.ip = record["pid"], record["pgid"], record.get("ip")
         self.start_time = record["start_time"]
         self.cwd = record.get("cwd") or None
         self.connection_info = self.parent.get_connection_info()
         self.ports_cached = True  # a restart keeps the ports the clients know
-        self.adopted = True
-
-    async def get_provisioner_info(self) -> dict:
-        info = await super().get_provisioner_info()
-        info["start_time"] = self.start_time
-        return info
-
-    async def load_provisioner_info(self, provisioner_info: dict) -> None:
-        await super().load_provisioner_info(provisioner_info)
-        self.start_time = provisioner_info.get("start_time")
         self.adopted = True
 
     # An adopted kernel is not this server's child: it is watched by pid (and start time) and
@@ -181,7 +172,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self):
-        return "persistent_notebooks.kernels.KeptKernelManager"
+        return "persistent_notebooks.server.kernels.KeptKernelManager"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -195,6 +186,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         app = self.parent
         if getattr(app, "show_config", False) or getattr(app, "show_config_json", False):
             return  # `jupyter-server --show-config` starts no server: it must not touch the kernels
+        repair_sessions_db()  # before any request opens it (the session manager connects on first use)
         records = paths.all_records()
         if not records:
             return

@@ -1,11 +1,10 @@
 """The named tmux session: kept alive, saved to the state volume, and rebuilt from the save.
 
-  python -m persistent_notebooks.tmuxstate keep-session   (supervised) create the session when it is
-        missing, from the last save when the tmux server is new (container start, kill-server), then
-        wait as a control-mode client until the session or the server goes
-  python -m persistent_notebooks.tmuxstate save           save the session now (supervisord's
-        tmux-saver runs it every 30 s and once more when it is stopped, while tmux still runs)
-  python -m persistent_notebooks.tmuxstate restore
+  python -m persistent_notebooks.tmux keep-session   (supervisord's tmux-session) create the session
+        when it is missing, from the last save when the tmux server is new (container start,
+        kill-server), then wait as a control-mode client until the session or the server goes
+  python -m persistent_notebooks.tmux save           (supervisord's tmux-saver) save the session now:
+        every 30 s and once more when it is stopped, while tmux still runs
 
 What is saved, as tmux-resurrect does: each window's index, name (and whether tmux names it), layout
 and size, and for each pane its index, working directory and the last SCROLLBACK_LINES lines of its
@@ -24,10 +23,10 @@ import sys
 import time
 from contextlib import contextmanager
 
-from . import paths
+from .. import paths, settings
 
 SCROLLBACK_LINES = 10_000
-WORKSPACE = os.environ.get("NOTEBOOK_WORKSPACE", "/workspace")
+WORKSPACE = str(settings.WORKSPACE)
 # Server-wide marker: the session was made on this tmux server already. Its absence means a new
 # server (container start or kill-server): the time to rebuild from the save. A session its user
 # ended on purpose (exit, kill-session) comes back fresh instead.
@@ -44,14 +43,6 @@ def log(message: str) -> None:
 def tmux(*args: str) -> subprocess.CompletedProcess:
     # -N: never start a server from here; only supervisord's `tmux -D` may own the socket.
     return subprocess.run(["tmux", "-N", *args], capture_output=True, text=True)
-
-
-def session_name() -> str:
-    return os.environ["TMUX_SESSION"]
-
-
-def restore_enabled() -> bool:
-    return os.environ.get("TMUX_RESTORE", "true").strip().lower() not in ("false", "0", "no", "off")
 
 
 @contextmanager
@@ -167,7 +158,7 @@ def restore(name: str) -> bool:
 # --- supervised programs -------------------------------------------------------------------------
 
 def keep_session() -> int:
-    name = session_name()
+    name = settings.session_name()
     delay, last_error = 0.05, ""
     while True:
         probe = tmux("has-session", "-t", f"={name}")
@@ -176,7 +167,7 @@ def keep_session() -> int:
         server_up = "no server running" not in probe.stderr and "error connecting" not in probe.stderr
         if server_up:
             new_server = tmux("show-options", "-gqv", MARKER).stdout.strip() == ""
-            if new_server and restore_enabled() and restore(name):
+            if new_server and settings.tmux_restore() and restore(name):
                 tmux("set-option", "-g", MARKER, "1")
                 break
             made = tmux("new-session", "-d", "-s", name, "-c", WORKSPACE)
@@ -201,11 +192,9 @@ def main(argv: list[str]) -> int:
     if command == "keep-session":
         return keep_session()
     if command == "save":
-        if not restore_enabled():
+        if not settings.tmux_restore():
             return 0  # TMUX_RESTORE=false: nothing is saved
-        return 0 if save(session_name()) else 1
-    if command == "restore":
-        return 0 if restore(session_name()) else 1
+        return 0 if save(settings.session_name()) else 1
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -1,7 +1,8 @@
-"""`notebookctl run` and `notebookctl runs`: the client side of the notebook runner (runner.py).
+"""`notebookctl run` and `notebookctl runs`: the client side of the notebook runner (../runner).
 
 Starts the runner when it is not running (a supervisord program started on demand), sends it one
-request, and reads the run records it keeps in the state volume (it is their only writer).
+request, and reads the run records it keeps in the state volume (runner/records.py: it is their
+only writer).
 """
 
 from __future__ import annotations
@@ -11,77 +12,15 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from . import paths
+from .. import paths
+from ..runner.records import ACTIVE, active_by_kernel, all_runs, describe, read_run  # noqa: F401
 
-ACTIVE = ("starting", "waiting", "running")
 START_TIMEOUT = 20.0
 
 
 class RunsError(Exception):
     """Something the user must know or fix; the message says what."""
-
-
-def describe(record: dict) -> str:
-    """'running cell 3', 'failed at cell 2 (ZeroDivisionError)', ... for people."""
-    state, cell = record.get("state"), record.get("cell")
-    if state == "done":
-        errors = record.get("errors") or []
-        return "done" + (", with errors in " + ", ".join(f"cell {e['cell']} ({e['error']})" for e in errors)
-                         if errors else "")
-    if state == "failed":
-        return f"failed at cell {cell}" + (f" ({record['error']})" if record.get("error") else "")
-    if state == "stopped":
-        return f"stopped at cell {cell}"
-    if state == "interrupted":
-        return f"interrupted by {record.get('reason') or 'a container stop'} at cell {cell}"
-    if state == "waiting":
-        return f"waiting at cell {cell}: the kernel is busy with another request"
-    if state == "running":
-        return f"running cell {cell}"
-    return str(state)
-
-
-# --- records --------------------------------------------------------------------------------------
-
-def runner_alive(record: dict) -> bool:
-    pid = record.get("runner_pid")
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, TypeError):
-        return False
-    return b"persistent_notebooks.runner" in cmdline
-
-
-def all_runs() -> list[dict]:
-    """Every run record, newest first; an active one whose runner is gone is shown as interrupted."""
-    runs = []
-    if not paths.RUNS_DIR.is_dir():
-        return runs
-    for path in paths.RUNS_DIR.glob("*.json"):
-        try:
-            record = json.loads(path.read_text())
-            record["state"]  # noqa: B018 - a record without a state is skipped
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if record["state"] in ACTIVE and not runner_alive(record):
-            record.update(state="interrupted", reason="the end of the runner (it was killed)")
-        runs.append(record)
-    runs.sort(key=lambda r: r.get("started") or 0, reverse=True)
-    return runs
-
-
-def read_run(run_id: str) -> dict | None:
-    for record in all_runs():
-        if record["id"] == run_id:
-            return record
-    return None
-
-
-def active_by_kernel() -> dict[str, dict]:
-    """kernel id -> its active run, for `notebookctl kernels`."""
-    return {r["kernel_id"]: r for r in all_runs() if r["state"] in ACTIVE}
 
 
 # --- talking to the runner --------------------------------------------------------------------

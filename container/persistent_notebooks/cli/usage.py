@@ -10,9 +10,6 @@ memory limit (its cgroup), or the host's memory when there is none.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import re
 import shutil
 import subprocess
 import time
@@ -23,15 +20,13 @@ from pathlib import Path
 
 import psutil
 
-from . import paths
+from .. import jupyterapi, paths, settings
 
 WARN_FRACTION = 0.8
 # "starting": a kernel no client ever asked anything stays there (its only status message was sent
 # before anyone listened); it runs nothing, so it counts as idle since its last message.
 IDLE_STATES = ("idle", "starting")
 CPU_SAMPLE = 0.3  # seconds between the two CPU readings
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.I)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class UsageError(Exception):
@@ -39,39 +34,17 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str) -> float:
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise UsageError(f"--idle-for {text!r} is not a duration: use a number with s, m, h, d or w (e.g. 2d, 90m).")
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+    try:
+        return settings.parse_duration(text, "--idle-for")
+    except settings.SettingError as exc:
+        raise UsageError(str(exc)) from None
 
-
-# --- the server's API ----------------------------------------------------------------------------
 
 def api(method: str, path: str, body: dict | None = None, timeout: float = 10) -> object:
-    port = os.environ.get("NOTEBOOK_PORT", "8888")
     try:
-        token = paths.SERVER_TOKEN_FILE.read_text().strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read the server's token ({exc}); is the stack running?") from None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"token {token}",
-                                              "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404 and method == "DELETE":
-            return None
-        try:
-            detail = json.loads(exc.read() or b"{}").get("message") or ""
-        except (ValueError, AttributeError, OSError):
-            detail = ""
-        raise UsageError(f"Jupyter answered {exc.code} to {method} {path}"
-                         + (f": {detail}" if detail else "")) from None
-    except OSError as exc:
-        raise UsageError(f"Jupyter does not answer on port {port} ({exc}); see scripts/status") from None
-    return json.loads(body) if body else None
+        return jupyterapi.api(method, path, body, timeout)
+    except jupyterapi.ApiError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # --- measuring -------------------------------------------------------------------------------------
@@ -293,7 +266,7 @@ def stop(targets: list[str], idle_for: str | None) -> list[dict]:
     kernels = api("GET", "/api/kernels") or []
     sessions = api("GET", "/api/sessions") or []
     chosen: dict[str, str] = {}
-    workspace = os.environ.get("NOTEBOOK_WORKSPACE", "/workspace").rstrip("/") + "/"
+    workspace = str(settings.WORKSPACE).rstrip("/") + "/"
     for target in targets:
         path = target[len(workspace):] if target.startswith(workspace) else target
         by_path = [s["kernel"]["id"] for s in sessions if s.get("kernel") and s.get("path") == path]

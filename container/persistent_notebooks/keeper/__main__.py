@@ -11,9 +11,10 @@ NOTEBOOK_AWAY_BUFFER per kernel (oldest first out, counted). A client that conne
 On SIGTERM (the container stops: supervisord stops Jupyter first, then this) it shuts every
 kernel down cleanly through its control channel, and ends what is left of each process group.
 
-Protocol, on a unix socket in the private run/ folder: each frame is a 4-byte big-endian length
-and a JSON object; a reply may carry `payload` bytes after it (messages packed as frame counts,
-frame lengths and frames).
+What is kept of each kernel, and how it is bounded: buffer.py. The protocol on its unix socket (in
+the private run/ folder): wire.py. The Jupyter server's side of it: client.py.
+
+    python -m persistent_notebooks.keeper      (supervisord's kernel-keeper program)
 """
 
 from __future__ import annotations
@@ -25,81 +26,31 @@ import os
 import signal
 import struct
 import sys
-import time
-from collections import deque
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from jupyter_client.session import Session
 
-from . import paths
+from .. import paths, settings, wire
+from ..wire import Signer
+from .buffer import OutputBuffer
 
 log = logging.getLogger("kernel-keeper")
-DELIM = b"<IDS|MSG>"
-OVERHEAD = 256  # bytes counted per kept message on top of its frames (Python objects)
-# Status messages in reply to these do not change whether the kernel is busy (as in jupyter_server).
-UNTRACKED_PARENTS = {"kernel_info_request", "comm_info_request", "shutdown_request", "interrupt_request",
-                     "debug_request", "usage_request"}
 SHUTDOWN_WAIT = 8.0  # seconds a kernel gets to exit after a shutdown_request, then SIGTERM, then SIGKILL
 
 
-def pack_messages(messages: list[list[bytes]]) -> bytes:
-    out = []
-    for frames in messages:
-        out.append(struct.pack("!I", len(frames)))
-        for frame in frames:
-            out.append(struct.pack("!I", len(frame)))
-            out.append(frame)
-    return b"".join(out)
-
-
-def unpack_messages(payload: bytes) -> list[list[bytes]]:
-    view, pos, messages = memoryview(payload), 0, []
-    while pos < len(view):
-        (count,) = struct.unpack_from("!I", view, pos)
-        pos += 4
-        frames = []
-        for _ in range(count):
-            (size,) = struct.unpack_from("!I", view, pos)
-            pos += 4
-            frames.append(bytes(view[pos:pos + size]))
-            pos += size
-        messages.append(frames)
-    return messages
-
-
-def split(frames: list[bytes]) -> tuple[dict, int]:
-    """The header of a raw IOPub message and the index of its delimiter."""
-    i = frames.index(DELIM)
-    return json.loads(frames[i + 2]), i
-
-
-class KernelOutput:
-    """One kernel: its IOPub subscription and the messages not yet delivered to any client."""
+class KernelOutput(OutputBuffer):
+    """One kernel: its IOPub subscription, and the messages not yet delivered to any client."""
 
     def __init__(self, record: dict, context: zmq.asyncio.Context, limit: int, recovering: bool = False) -> None:
         self.record = record
         self.kernel_id = record["kernel_id"]
         self.info = json.loads(Path(record["connection_file"]).read_text())
-        self.session = Session(key=self.info["key"].encode(), signature_scheme=self.info["signature_scheme"],
-                               username="persistent-notebooks")
-        self.limit = limit
-        self.messages: deque[tuple[int, str, list[bytes], int]] = deque()  # (seq, msg_id, frames, size)
-        self.index: dict[str, int] = {}  # msg_id -> seq, for what is kept
-        self.size = 0
-        self.seq = 0
-        self.dropped = self.dropped_bytes = 0
-        self.pending_ack: str | None = None  # acknowledged before this keeper received it
-        self.execution_state = "unknown"
-        self.last_message = time.time()
+        super().__init__(Signer(self.info["key"].encode(), self.info["signature_scheme"]), limit)
         # A marker in the state volume while this keeper holds output no client has had: after a
         # restart (kill -9, a hang healed) it tells the next client that such output was lost, in the
         # cell it belonged to (the marker holds that message's parent header).
         self.marker = paths.KEEPER_PENDING_DIR / self.kernel_id
-        self.marked = False
-        self.marked_parent = b""  # the parent header the marker holds
-        self.lost: tuple[bytes, float] | None = None
         if recovering:  # this keeper is new: a marker left by the one before means lost output
             try:
                 self.lost = (self.marker.read_bytes(), self.marker.stat().st_mtime)
@@ -127,139 +78,30 @@ class KernelOutput:
             except (ValueError, KeyError, IndexError):
                 log.warning("kernel %s: skipped a malformed IOPub message", self.kernel_id)
 
-    def add(self, frames: list[bytes]) -> None:
-        header, i = split(frames)
-        msg_id = header["msg_id"]
-        self.last_message = time.time()
-        if header.get("msg_type") == "status":
-            parent = json.loads(frames[i + 3])
-            if parent.get("msg_type") not in UNTRACKED_PARENTS:
-                self.execution_state = json.loads(frames[i + 5]).get("execution_state", self.execution_state)
-        if self.limit <= 0:  # NOTEBOOK_AWAY_BUFFER=0: keep nothing
-            return
-        if msg_id == self.pending_ack:  # a client already has it, and everything before it
-            self.pending_ack = None
-            self.clear()
-            return
-        self.seq += 1
-        # The marker names the cell the newest kept output belongs to (rewritten once per cell): a
-        # message of no cell (the iopub_welcome a kernel sends each new subscriber) names none.
-        parent = frames[i + 3]
-        if (not self.messages and not self.marked) or (parent != b"{}" and parent != self.marked_parent):
-            self.mark(parent)
-        size = sum(len(f) for f in frames) + OVERHEAD
-        if size > self.limit and header.get("msg_type") == "stream":
-            frames = self.newest_part(frames, i)
-            size = sum(len(f) for f in frames) + OVERHEAD
-        self.messages.append((self.seq, msg_id, frames, size))
-        self.index[msg_id] = self.seq
-        self.size += size
-        while self.size > self.limit and len(self.messages) > 1:
-            self.dropped += 1
-            self.dropped_bytes += self.drop_oldest() - OVERHEAD
-
-    def newest_part(self, frames: list[bytes], i: int) -> list[bytes]:
-        """A stream message bigger than the whole buffer (100 MiB printed at once): keep the end of its
-        text, half the buffer's worth, re-signed under the same message id; the rest counts as dropped."""
-        content = json.loads(frames[i + 5])
-        data = str(content.get("text", "")).encode()
-        keep = max(self.limit // 2, 1)
-        tail = data[-keep:].decode("utf-8", "ignore")
-        self.dropped += 1
-        self.dropped_bytes += len(data) - len(tail.encode())
-        new_content = json.dumps({**content, "text": tail}).encode()
-        signature = self.session.sign([frames[i + 2], frames[i + 3], frames[i + 4], new_content])
-        return [*frames[:i + 1], signature, frames[i + 2], frames[i + 3], frames[i + 4], new_content, *frames[i + 6:]]
-
     def mark(self, parent: bytes) -> None:
         try:
             paths.private_dir(paths.KEEPER_PENDING_DIR)
             tmp = self.marker.with_name(f".{self.kernel_id}.tmp")
             tmp.write_bytes(parent)
             os.replace(tmp, self.marker)
-            self.marked = True
-            self.marked_parent = parent
+            super().mark(parent)
         except OSError as exc:
             log.warning("kernel %s: cannot mark kept output in the state volume: %s", self.kernel_id, exc)
 
     def unmark(self) -> None:
-        """The marker goes once nothing is kept and no loss is left to tell."""
-        if self.marked and not self.messages and self.lost is None:
+        was = self.marked
+        super().unmark()
+        if was and not self.marked:
             self.marker.unlink(missing_ok=True)
-            self.marked = False
-
-    def lost_note(self) -> list[bytes]:
-        """A stream message, in the cell whose output was kept when the keeper ended, saying it is lost."""
-        parent_bytes, when = self.lost
-        try:
-            parent = json.loads(parent_bytes)
-        except ValueError:
-            parent = {}
-        stamp = time.strftime("%H:%M:%S UTC", time.gmtime(when))
-        text = (f"[persistent-notebooks: the kernel keeper was restarted at {stamp} or later; output this kernel "
-                "printed before that while no client was connected was kept in its memory and is lost. Later "
-                "output follows.]\n")
-        msg = self.session.msg("stream", content={"name": "stderr", "text": text}, parent=parent)
-        return [b"stream.stderr", *self.session.serialize(msg)]
-
-    def drop_oldest(self) -> int:
-        """Forget the oldest kept message; return its counted size."""
-        _, old_id, _, old_size = self.messages.popleft()
-        del self.index[old_id]
-        self.size -= old_size
-        return old_size
-
-    def clear(self) -> None:
-        self.messages.clear()
-        self.index.clear()
-        self.size = 0
-        self.unmark()
-
-    def ack(self, msg_id: str) -> None:
-        """A client was sent everything up to msg_id: keep only what came after it."""
-        seq = self.index.get(msg_id)
-        if seq is None:
-            self.pending_ack = msg_id
-            return
-        while self.messages and self.messages[0][0] <= seq:
-            self.drop_oldest()
-        self.dropped = self.dropped_bytes = 0
-        self.unmark()
-
-    def fetch(self, after: str | None) -> list[list[bytes]]:
-        """What no client has had: all that is kept (after=None), or what came after msg_id `after`."""
-        seq = self.index.get(after) if after else None
-        kept = [frames for s, _, frames, _ in self.messages if seq is None or s > seq]
-        if after is None and self.dropped and self.messages:
-            kept.insert(0, self.dropped_note())
-        if self.lost is not None and (after is None or seq is None):
-            kept.insert(0, self.lost_note())
-            self.lost = None
-            self.unmark()
-        return kept
-
-    def dropped_note(self) -> list[bytes]:
-        """A stream message, in the cell of the oldest kept message, saying what was dropped."""
-        _, _, frames, _ = self.messages[0]
-        _, i = split(frames)
-        parent = json.loads(frames[i + 3]) or json.loads(frames[i + 2])
-        text = (f"[persistent-notebooks: {self.dropped} earlier output messages (or their beginnings) "
-                f"({self.dropped_bytes / 2**20:.1f} MiB) printed while no client was connected were dropped: "
-                f"more than NOTEBOOK_AWAY_BUFFER={self.limit / 2**20:g} MiB is kept per kernel. "
-                "The newest output follows.]\n")
-        msg = self.session.msg("stream", content={"name": "stderr", "text": text}, parent=parent)
-        return [b"stream.stderr", *self.session.serialize(msg)]
 
     def status(self) -> dict:
-        return {"kept_messages": len(self.messages), "kept_bytes": self.size, "dropped": self.dropped,
-                "execution_state": self.execution_state, "pid": self.record.get("pid"),
-                "last_message": self.last_message}
+        return {**super().status(), "pid": self.record.get("pid")}
 
 
 class Keeper:
     def __init__(self) -> None:
         self.context = zmq.asyncio.Context()
-        self.limit = paths.away_buffer()
+        self.limit = settings.away_buffer()
         self.kernels: dict[str, KernelOutput] = {}
         self.stopping = asyncio.Event()
 
@@ -303,8 +145,8 @@ class Keeper:
                     reply["id"] = request["id"]
                     if payload is not None:
                         reply["payload"] = len(payload)
-                    data = json.dumps(reply).encode()
-                    writer.write(struct.pack("!I", len(data)) + data + (payload or b""))
+                    data = wire.frame(reply)
+                    writer.write(data + (payload or b""))
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -319,7 +161,7 @@ class Keeper:
                 kernel.ack(request["msg_id"])
         elif op == "fetch":
             messages = kernel.fetch(request.get("after")) if kernel else []
-            return {"count": len(messages)}, pack_messages(messages)
+            return {"count": len(messages)}, wire.pack_messages(messages)
         elif op == "watch":
             self.watch(kernel_id)
         elif op == "forget":
@@ -342,11 +184,11 @@ class Keeper:
         for record in records:
             try:
                 info = json.loads(Path(record["connection_file"]).read_text())
-                session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
+                signer = Signer(info["key"].encode(), info["signature_scheme"])
                 control = self.context.socket(zmq.DEALER)
                 control.linger = 1000
                 control.connect(f"{info['transport']}://{info['ip']}:{info['control_port']}")
-                session.send(control, "shutdown_request", {"restart": False})
+                control.send_multipart(signer.message("shutdown_request", {"restart": False}))
                 sockets.append(control)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("kernel %s: no shutdown request (%s); terminating it", record["kernel_id"], exc)
@@ -426,7 +268,7 @@ def main() -> int:
                         format="%(asctime)s kernel-keeper %(levelname)s %(message)s")
     try:
         keeper = Keeper()
-    except ValueError as exc:
+    except settings.SettingError as exc:
         log.error("%s", exc)
         return 78
     asyncio.run(keeper.run())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from . import paths
+from .. import paths
 
 MASK = "[secret]"
 TOKEN_PARAMETER = re.compile(r"(token=)[^&\s'\"]+", re.I)

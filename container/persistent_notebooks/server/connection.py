@@ -23,16 +23,16 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError
 
-from . import paths
+from .. import settings
+from ..keeper.client import KEEPER
 from .coalesce import Coalescer, coalesce
-from .keeperclient import KEEPER
 
 ACK_DELAY = 0.25
 PING_PREFIX = b"pn-ack-"
 CATCH_UP = 2.0  # seconds to wait for the keeper to have the first live message
 REPLAYED_FOR = 30.0
 DELIM = b"<IDS|MSG>"
-KEEPING = paths.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
+KEEPING = settings.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
 
 
 def msg_id_of(msg_list: list) -> str | None:

@@ -1,4 +1,8 @@
-"""The Jupyter server's side of the kernel keeper's socket (see keeper.py for the protocol)."""
+"""The kernel keeper's clients: the Jupyter server's (asyncio, one connection per server process) and a
+one-shot status request for programs without an event loop. The protocol: ../wire.py.
+
+    python -m persistent_notebooks.keeper.client     the keeper's status as JSON
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,12 @@ import asyncio
 import itertools
 import json
 import logging
-import socket
 import struct
 
-from . import paths
-from .keeper import unpack_messages
+from .. import paths, wire
 
 log = logging.getLogger("persistent_notebooks")
 TIMEOUT = 2.0
-
-
-def _frame(request: dict) -> bytes:
-    data = json.dumps(request).encode()
-    return struct.pack("!I", len(data)) + data
 
 
 class KeeperClient:
@@ -62,7 +59,7 @@ class KeeperClient:
         request_id = next(self.ids)
         future = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
-        writer.write(_frame({"op": op, "id": request_id, **fields}))
+        writer.write(wire.frame({"op": op, "id": request_id, **fields}))
         try:
             return await asyncio.wait_for(future, TIMEOUT)
         finally:
@@ -70,7 +67,7 @@ class KeeperClient:
 
     def send(self, op: str, **fields) -> None:
         """Fire and forget (ack, watch, forget): the keeper rereads the records when it restarts."""
-        data = _frame({"op": op, **fields})
+        data = wire.frame({"op": op, **fields})
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(data)
             return
@@ -93,26 +90,20 @@ class KeeperClient:
         except (TimeoutError, OSError) as exc:
             log.warning("kernel keeper unreachable, no kept output for %s: %s", kernel_id, exc)
             return []
-        return unpack_messages(payload)
+        try:
+            return wire.unpack_messages(payload)
+        except ValueError as exc:
+            log.warning("kernel keeper sent a damaged reply for %s: %s", kernel_id, exc)
+            return []
 
 
 KEEPER = KeeperClient()
 
 
 def status_sync(timeout: float = 2.0) -> dict:
-    """The keeper's view of every kernel, asked without an event loop (server start-up, notebookctl)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(paths.KEEPER_SOCKET))
-        sock.sendall(_frame({"op": "status", "id": 1}))
-        data = b""
-        while len(data) < 4 or len(data) < 4 + struct.unpack("!I", data[:4])[0]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the kernel keeper closed the connection")
-            data += chunk
-        (length,) = struct.unpack("!I", data[:4])
-        return json.loads(data[4:4 + length])
+    """The keeper's view of every kernel, asked without an event loop (server start-up, notebookctl,
+    the watchdog)."""
+    return wire.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, timeout)[0]
 
 
 if __name__ == "__main__":  # python -m persistent_notebooks.keeperclient: the keeper's status as JSON

@@ -1,12 +1,14 @@
-"""Run the pinned supervisord with one change: a program waiting to be (re)started starts at once.
+"""supervisord (the pinned one, in its own venv), with two additions; otherwise its own main loop.
 
-supervisord 4 starts and restarts programs only after its main loop's poll(), which waits up to
-1 s for I/O. So the first start waited 1 s, and a crashed Jupyter or tmux server stayed down for
-an extra 0 to 1 s (healing measured 2.6 s or 3.9 s, depending on where in that second it died).
-Here, while a program is due to start (not yet started with autostart, or exited with
-autorestart=true after running for at least a second), poll() does not wait. A program that
-dies faster keeps supervisord's pace, so a crash loop cannot spin. Otherwise the loop is
-supervisord's own.
+1. A program due to (re)start starts at once. supervisord 4 starts and restarts programs only after
+   its main loop's poll(), which waits up to 1 s for I/O: the first start waited 1 s, and a crashed
+   Jupyter or tmux server stayed down 0 to 1 s longer. Here, while a program is due to start (not yet
+   started with autostart, or exited with autorestart=true after running for at least a second),
+   poll() does not wait. A program that dies faster keeps supervisord's pace, so a crash loop cannot
+   spin.
+2. The watchdog (watchdog.py) runs as a thread of this process.
+
+    /opt/supervisor/bin/python -m persistent_notebooks.supervisor --nodaemon --configuration FILE
 """
 
 import sys
@@ -15,6 +17,8 @@ import time
 from supervisor import supervisord
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.states import ProcessStates
+
+from .watchdog import Watchdog
 
 
 class Supervisor(supervisord.Supervisor):
@@ -32,6 +36,7 @@ class Supervisor(supervisord.Supervisor):
     def runforever(self):
         poll = self.options.poller.poll
         self.options.poller.poll = lambda timeout: poll(0 if self.start_due() else timeout)
+        Watchdog(self).start()
         return super().runforever()
 
 

@@ -1,0 +1,63 @@
+"""Jupyter's sessions database (notebook path <-> kernel), kept in the state volume, repaired when damaged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from .. import paths, settings
+
+log = logging.getLogger("persistent_notebooks")
+
+
+def repair_sessions_db() -> None:
+    """A damaged sessions database (truncated, garbage, a folder in its place) would make Jupyter fail or
+    answer 500 to every session request: move it aside and start a fresh one, with a session for each
+    running kernel whose record names its notebook (JPY_SESSION_NAME), so editors find their kernels."""
+    import sqlite3
+    import uuid
+
+    if not (paths.SESSIONS_DB.exists() or paths.SESSIONS_DB.is_symlink()):
+        return
+    problem = None
+    if paths.SESSIONS_DB.is_dir() or not paths.SESSIONS_DB.is_file():
+        problem = "it is not a regular file"
+    else:
+        try:
+            with sqlite3.connect(f"file:{paths.SESSIONS_DB}?mode=ro", uri=True, timeout=5) as db:
+                result = db.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    problem = f"quick_check: {result}"
+                else:
+                    db.execute("SELECT session_id, path, name, type, kernel_id FROM session LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):  # an empty database: Jupyter makes the table
+                problem = str(exc)
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+    if problem is None:
+        return
+    aside = paths.SESSIONS_DB.with_name(f"sessions.db.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(paths.SESSIONS_DB, aside)
+    rows = []
+    for record_file in sorted(paths.KERNELS_DIR.glob("*.json")):
+        try:
+            record = json.loads(record_file.read_text())
+            notebook = Path(record["env"]["JPY_SESSION_NAME"])
+            kernel_id = record["kernel_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        # JPY_SESSION_NAME is the kernel's folder joined with the session's name: the notebook's path
+        # when the name is its file name (JupyterLab, notebookctl run); other sessions are not rebuilt.
+        if notebook.is_relative_to(settings.WORKSPACE) and notebook.is_file():
+            rel = str(notebook.relative_to(settings.WORKSPACE))
+            rows.append((str(uuid.uuid4()), rel, notebook.name,
+                         "notebook" if rel.endswith(".ipynb") else "file", kernel_id))
+    with sqlite3.connect(paths.SESSIONS_DB) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS session (session_id, path, name, type, kernel_id)")
+        db.executemany("INSERT INTO session VALUES (?, ?, ?, ?, ?)", rows)
+    log.warning("persistent-notebooks: the sessions database was damaged (%s): moved it aside to %s and started a "
+                "new one with %d session(s) rebuilt from the kernel records", problem, aside.name, len(rows))

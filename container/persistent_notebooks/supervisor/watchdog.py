@@ -1,0 +1,176 @@
+"""The watchdog, inside supervisord's own process: heals a hung Jupyter or kernel keeper, hands a FATAL
+program to Docker, and writes the health report Docker's healthcheck reads.
+
+supervisord restarts a program that exits, but not one that hangs (kill -STOP, a deadlock): it stays
+RUNNING while dead to its clients. A thread of supervisord probes Jupyter's /api/status (with the
+server's token) and the kernel keeper's socket every INTERVAL seconds (every second while something is
+wrong); a program that has failed its probes for HANG_AFTER seconds (and at least FAILURES times) is
+killed with SIGKILL, and supervisord starts a new one: a new server adopts the running kernels, a new
+keeper follows them again. Only a RUNNING program (past its startsecs) is ever killed.
+
+A program that reaches FATAL (it could not be started startretries times) would leave the container
+running but broken, "unhealthy" forever: Docker does nothing about that. So on PROCESS_STATE_FATAL
+supervisord shuts down; the container exits and Docker's restart policy starts it afresh.
+
+Being a thread of supervisord (not an event listener of its own) costs no resident Python process and
+no listener protocol; it reads supervisord's process table directly (see tests/test_patches.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from supervisor import events
+from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
+
+from .. import paths, settings, wire
+from .health import write_health
+
+INTERVAL = 5.0  # seconds between probes while all is well
+RETRY = 1.0  # ... while something is wrong (so health comes back quickly)
+PROBE_TIMEOUT = 4.0
+FAILURES = 3
+HANG_AFTER = 10.0  # seconds of failed probes, at least FAILURES of them, before a program is killed
+# Programs started on demand: one that cannot start breaks one request, not the container.
+ON_DEMAND = ("notebook-runner",)
+
+
+def log(message: str) -> None:
+    print(f"watchdog: {message}", file=sys.stderr, flush=True)
+
+
+def probe_jupyter() -> str | None:
+    """None if Jupyter answers GET /api/status with 200 (with the server's token), else what went wrong."""
+    try:
+        token = paths.SERVER_TOKEN_FILE.read_text().strip()
+        with socket.create_connection(("127.0.0.1", settings.port()), timeout=PROBE_TIMEOUT) as sock:
+            sock.sendall(f"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1:{settings.port()}\r\n"
+                         f"Authorization: token {token}\r\n\r\n".encode())
+            status_line = sock.makefile("rb").readline(200).decode("latin-1").strip()
+    except (OSError, ValueError, settings.SettingError) as exc:
+        return str(exc) or type(exc).__name__
+    parts = status_line.split()
+    if len(parts) < 2 or parts[1] != "200":
+        return f"answered {status_line or 'nothing'!r}"
+    return None
+
+
+def probe_keeper() -> str | None:
+    """None if the kernel keeper answers a status request on its socket, else what went wrong."""
+    try:
+        wire.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, PROBE_TIMEOUT)
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def session_attached(pid: int) -> bool:
+    """The tmux-session program has become the session's control-mode client: the session exists."""
+    try:
+        return b"attach-session" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+class Watched:
+    """One supervised program probed on every round: killed once it has failed long enough in a row."""
+
+    def __init__(self, program: str, what: str, probe) -> None:
+        self.program, self.what, self.probe = program, what, probe
+        self.pid: int | None = None
+        self.failures, self.failing_since = 0, 0.0
+
+    def reset(self, pid: int | None = None) -> None:
+        self.pid, self.failures, self.failing_since = pid, 0, 0.0
+
+    def check(self, process) -> str | None:
+        """What is wrong with the program now (None: nothing); kills it once it hangs."""
+        if process is None:
+            return f"{self.what}: no such program"
+        if process.state == ProcessStates.STARTING:
+            # Not past its startsecs yet: it may already answer (health comes sooner), but a failure
+            # counts for nothing.
+            self.reset()
+            return None if self.probe() is None else f"{self.what} is starting"
+        if process.state != ProcessStates.RUNNING:
+            self.reset()
+            return f"{self.what} is {getProcessStateDescription(process.state)}"
+        pid = process.pid
+        if pid != self.pid:
+            self.reset(pid)
+        problem = self.probe()
+        if problem is None:
+            self.reset(pid)
+            return None
+        now = time.monotonic()
+        self.failures += 1
+        self.failing_since = self.failing_since or now
+        log(f"{self.what} (pid {pid}) did not answer ({self.failures}): {problem}")
+        if self.failures >= FAILURES and now - self.failing_since >= HANG_AFTER and process.pid == pid:
+            log(f"{self.what} (pid {pid}) hangs: killing it; supervisord starts a new one")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.reset()
+        return f"{self.what} does not answer: {problem}"
+
+
+class Watchdog:
+    def __init__(self, supervisord) -> None:
+        self.supervisord = supervisord
+        self.watched = [Watched("jupyter", "Jupyter", probe_jupyter),
+                        Watched("kernel-keeper", "the kernel keeper", probe_keeper)]
+        self.wake = threading.Event()
+
+    def start(self) -> None:
+        events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
+        threading.Thread(target=self.run, name="watchdog", daemon=True).start()
+
+    # --- in supervisord's main loop ------------------------------------------------------------------
+
+    def on_fatal(self, event) -> None:
+        name = event.process.config.name
+        if name in ON_DEMAND:
+            log(f"program {name!r} could not be started; the next request starts it again")
+            return
+        log(f"program {name!r} is FATAL (it could not be started): stopping supervisord so that Docker's "
+            "restart policy restarts the container")
+        self.supervisord.options.mood = SupervisorStates.SHUTDOWN
+
+    # --- in the watchdog's thread --------------------------------------------------------------------
+
+    def process(self, name: str):
+        for group in list(self.supervisord.process_groups.values()):
+            process = group.processes.get(name)
+            if process is not None:
+                return process
+        return None
+
+    def round(self) -> list[str]:
+        problems = [p for w in self.watched if (p := w.check(self.process(w.program)))]
+        tmux = self.process("tmux-session")
+        if tmux is None or tmux.state != ProcessStates.RUNNING or not session_attached(tmux.pid):
+            problems.append(f"tmux session {settings.session_name()!r} is not there (yet)")
+        return problems
+
+    def run(self) -> None:
+        while True:
+            if self.supervisord.options.mood < SupervisorStates.RUNNING:
+                return  # stopping: nothing to heal, nothing healthy to report
+            try:
+                problems = self.round()
+            except Exception as exc:  # noqa: BLE001 - the watchdog must not die; say what happened
+                problems = [f"the watchdog failed: {exc!r}"]
+                log(problems[0])
+            try:
+                write_health("; ".join(problems) or "ok")
+            except OSError as exc:
+                log(f"cannot write the health report: {exc}")
+            self.wake.wait(RETRY if problems else INTERVAL)

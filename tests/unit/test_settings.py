@@ -1,0 +1,148 @@
+"""Unit layer: every setting read and validated in one place (persistent_notebooks/settings.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from persistent_notebooks import settings
+from persistent_notebooks.settings import SettingError
+
+VARIABLES = ("NOTEBOOK_PORT", "TMUX_SESSION", "TMUX_RESTORE", "NOTEBOOK_AWAY_BUFFER", "NOTEBOOK_MEMORY_LIMIT",
+             "JUPYTER_CULL_IDLE_TIMEOUT", "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "JUPYTER_TOKEN",
+             "JUPYTER_TOKEN_FILE", "WORKSPACE_IS_CUSTOM")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_with_nothing_set():
+    """With no variable set, every setting should have its documented default."""
+    assert settings.check_all() == "persistent-notebooks"
+    assert settings.port() == 8888
+    assert settings.tmux_restore() is True
+    assert settings.away_buffer() == 32 * 2**20
+    assert settings.memory_limit() == 0
+    assert (settings.cull_idle_timeout(), settings.cull_interval(), settings.cull_connected()) == (0, 300, False)
+    assert settings.workspace_is_custom() is False
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("0", 0), ("65536", 65536), ("32m", 32 * 2**20), ("32M", 32 * 2**20), ("32MiB", 32 * 2**20), ("32mb", 32 * 2**20),
+    ("1.5g", int(1.5 * 2**30)), ("16 g", 16 * 2**30), ("2t", 2 * 2**40), ("512k", 512 * 1024), (" 1g ", 2**30),
+])
+def test_sizes_read_as_docker_reads_them(text, size):
+    """A size should read as bytes, with the units Docker takes for mem_limit."""
+    assert settings.parse_size(text, "X") == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "32 MB of it", "-1m", "1e9", "32q", "m"])
+def test_a_bad_size_is_refused_naming_the_variable(text):
+    """A size that is not one should be refused with the variable's name and an example."""
+    with pytest.raises(SettingError, match=r"X=.* is not a size\. Set X in \.env"):
+        settings.parse_size(text, "X")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("90m", 5400), ("2d", 172800),
+                                              ("1.5h", 5400), ("1w", 604800), ("2 D", 172800)])
+def test_durations(text, seconds):
+    """A duration should read in s, m, h, d or w."""
+    assert settings.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "2y", "-1d", "1d2h"])
+def test_a_bad_duration_is_refused(text):
+    with pytest.raises(SettingError, match="is not a duration"):
+        settings.parse_duration(text)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("on", True), ("TRUE", True), ("1", True), ("yes", True),
+                                                 ("off", False), ("False", False), ("0", False), ("no", False),
+                                                 ("", False), ("  ", False)])
+def test_cull_connected_reads_every_word_for_true_and_false(monkeypatch, value, expected):
+    """JUPYTER_CULL_CONNECTED=on should mean true everywhere (it once passed the check and meant false)."""
+    monkeypatch.setenv("JUPYTER_CULL_CONNECTED", value)
+    assert settings.cull_connected() is expected
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("NOTEBOOK_PORT", "88a8", "NOTEBOOK_PORT='88a8' is not a port number"),
+    ("NOTEBOOK_PORT", "70000", "is not a port number"),
+    ("NOTEBOOK_PORT", "0", "is not a port number"),
+    ("TMUX_SESSION", "", "TMUX_SESSION is empty"),
+    ("TMUX_SESSION", "my work", "e.g. to 'my-work'"),
+    ("TMUX_SESSION", "a:b.c", "contains '.:'"),
+    ("TMUX_RESTORE", "maybe", "TMUX_RESTORE='maybe' is not true or false"),
+    ("JUPYTER_CULL_CONNECTED", "sometimes", "JUPYTER_CULL_CONNECTED='sometimes' is not true or false"),
+    ("JUPYTER_CULL_IDLE_TIMEOUT", "1h", "JUPYTER_CULL_IDLE_TIMEOUT='1h' is not a whole number of seconds"),
+    ("JUPYTER_CULL_IDLE_TIMEOUT", "-5", "is not a whole number"),
+    ("JUPYTER_CULL_INTERVAL", "0", "JUPYTER_CULL_INTERVAL='0' is not a whole number of seconds >= 1"),
+    ("NOTEBOOK_AWAY_BUFFER", "lots", "NOTEBOOK_AWAY_BUFFER='lots' is not a size"),
+    ("NOTEBOOK_MEMORY_LIMIT", "16 gigs", "NOTEBOOK_MEMORY_LIMIT='16 gigs' is not a size"),
+    ("NOTEBOOK_MEMORY_LIMIT", "100m", "is below 256m"),
+])
+def test_every_bad_setting_is_refused_by_check_all(monkeypatch, name, value, message):
+    """check_all() (the check service, the entrypoint) should refuse each bad value, naming it and the fix."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingError) as raised:
+        settings.check_all()
+    assert message in str(raised.value)
+    assert "Set" in str(raised.value) or "Change" in str(raised.value) or "remove" in str(raised.value)
+
+
+@pytest.mark.parametrize(("name", "value", "read", "expected"), [
+    ("NOTEBOOK_PORT", "8890", settings.port, 8890),
+    ("TMUX_SESSION", "work_2@gpu+x%,y", settings.session_name, "work_2@gpu+x%,y"),
+    ("TMUX_RESTORE", "off", settings.tmux_restore, False),
+    ("NOTEBOOK_AWAY_BUFFER", "0", settings.away_buffer, 0),
+    ("NOTEBOOK_MEMORY_LIMIT", "256m", settings.memory_limit, 256 * 2**20),
+    ("JUPYTER_CULL_IDLE_TIMEOUT", "3600", settings.cull_idle_timeout, 3600),
+    ("JUPYTER_CULL_INTERVAL", " 60 ", settings.cull_interval, 60),
+    ("WORKSPACE_IS_CUSTOM", "yes", settings.workspace_is_custom, True),
+])
+def test_good_values_read_as_the_programs_use_them(monkeypatch, name, value, read, expected):
+    monkeypatch.setenv(name, value)
+    assert read() == expected
+    settings.check_all()
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    ("", "is empty"), ("short", "has 5 characters; at least 16"), ("x" * 513, "at most 512"),
+    ("sixteen chars ok", "white space"), ("abcdefghijklmnop\u00e9", "non-ASCII"),
+])
+def test_a_bad_token_is_refused(monkeypatch, tmp_path, token, message):
+    monkeypatch.setenv("JUPYTER_TOKEN", token)
+    with pytest.raises(SettingError, match=message):
+        settings.given_token(tmp_path / "kept")
+
+
+def test_token_sources_in_order(monkeypatch, tmp_path):
+    """JUPYTER_TOKEN first, then JUPYTER_TOKEN_FILE, then the kept one; none yet is NoTokenYet."""
+    kept = tmp_path / "kept"
+    with pytest.raises(settings.NoTokenYet):
+        settings.given_token(kept)
+    kept.write_text("k" * 20 + "\n")
+    assert settings.given_token(kept) == ("k" * 20, "kept")
+    token_file = tmp_path / "token"
+    token_file.write_text("f" * 20 + "\n")
+    monkeypatch.setenv("JUPYTER_TOKEN_FILE", str(token_file))
+    assert settings.given_token(kept) == ("f" * 20, str(token_file))
+    monkeypatch.setenv("JUPYTER_TOKEN", "e" * 20)
+    assert settings.given_token(kept) == ("e" * 20, "JUPYTER_TOKEN")
+
+
+def test_a_token_file_that_is_no_file_is_refused_as_what_it_is(monkeypatch, tmp_path):
+    """A missing path, a folder, a device or a big file named as the token file should be refused, named."""
+    for path, message in ((tmp_path / "missing", "does not exist"), (tmp_path, "is a folder"),
+                          (os.devnull, "is not a regular file")):
+        monkeypatch.setenv("JUPYTER_TOKEN_FILE", str(path))
+        with pytest.raises(SettingError, match=message):
+            settings.given_token(tmp_path / "kept")
+    big = tmp_path / "big"
+    big.write_text("x" * 4096)
+    monkeypatch.setenv("JUPYTER_TOKEN_FILE", str(big))
+    with pytest.raises(SettingError, match="4096 bytes: that is not a token file"):
+        settings.given_token(tmp_path / "kept")

@@ -1,0 +1,68 @@
+"""Unit layer: the token mask of the logs, kernel names of workspace environments, the health report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from persistent_notebooks import environments
+from persistent_notebooks.server.logfilter import MASK, MaskToken
+from persistent_notebooks.supervisor import health
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("text", [
+    f"403 GET /api/kernels?token={TOKEN} (127.0.0.1)",
+    f"GET /lab?foo=1&token={TOKEN}&x=2",
+    f"headers: {{'Authorization': 'token {TOKEN}'}}",
+    f"Authorization: token {TOKEN}",
+    f"the token is {TOKEN} itself",
+])
+def test_the_token_is_masked_wherever_it_stands(text):
+    """No log line should carry the token, whether in a URL, a header or on its own."""
+    mask = MaskToken()
+    mask.token = TOKEN
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "%s", (text,), None)
+    assert mask.filter(record)
+    assert TOKEN not in record.getMessage() and MASK in record.getMessage()
+
+
+def test_other_tokens_in_urls_are_masked_too():
+    """A token= parameter that is not the server's (a guess, an old one) should be masked as well."""
+    assert "guess" not in MaskToken().mask("GET /api?token=guess-guess-guess")
+
+
+@pytest.mark.parametrize(("folder", "name"), [
+    ("proj", "venv-proj"), ("My Project", "venv-my-project"), ("a/b/c", "venv-a-b-c"), (".", "venv-workspace"),
+    ("Ünïcode/x", "venv-n-code-x"), ("...", "venv-workspace"), ("data_2.1", "venv-data_2.1"),
+])
+def test_workspace_environments_get_kernel_names_jupyter_takes(folder, name):
+    """A .venv's folder should become a kernel name of lower-case letters, digits, - _ . only."""
+    assert environments.kernel_name_for_workspace(environments.WORKSPACE / folder) == name
+
+
+@pytest.mark.parametrize(("name", "ok"), [("torch-2", True), ("a", True), ("python3", False), ("venv-x", False),
+                                          ("Torch", False), ("-x", False), ("x" * 65, False), ("a b", False)])
+def test_environment_names(name, ok):
+    if ok:
+        assert environments.check_name(name) == name
+    else:
+        with pytest.raises(environments.EnvError):
+            environments.check_name(name)
+
+
+def test_health_report_is_ok_only_when_recent(tmp_path: Path, monkeypatch):
+    """The watchdog's report should read healthy only while it is `ok` and at most MAX_AGE seconds old."""
+    report = tmp_path / "health"
+    assert health.read_health(report) == (False, "no report from the watchdog yet")
+    health.write_health("ok", report)
+    assert health.read_health(report) == (True, "ok")
+    health.write_health("Jupyter does not answer:\n timed out", report)
+    assert health.read_health(report) == (False, "Jupyter does not answer: timed out"), "one line, always"
+    health.write_health("ok", report)
+    now = health.uptime()
+    monkeypatch.setattr(health, "uptime", lambda: now + health.MAX_AGE + 1)
+    healthy, text = health.read_health(report)
+    assert not healthy and "s old" in text
