@@ -1,18 +1,20 @@
 """The state volume (/var/lib/persistent-notebooks): where everything that outlives a process is
 kept, who owns each record (creates it and removes it), and the kernel records.
 
-| record | owner (creates, removes) | readers |
-|---|---|---|
-| jupyter_token (generated token), run/token, run/health removed | the entrypoint (cli.setup) | Jupyter's config, CLI |
-| run/cookie-key | Jupyter's config (server.config) | |
-| kernels/ID.json (one per running kernel) | the kernel provisioner (server.kernels) | keeper, runner, CLI |
-| kernels/*.damaged (a record set aside) | whoever reads it first (read_record) | people |
-| run/keeper.sock, keeper-pending/ID | the kernel keeper | Jupyter (keeper.client) |
-| runs/ID.json, run/runner.sock | the notebook runner | CLI (cli.runs) |
-| run/health | the watchdog inside supervisord (supervisor) | Docker's healthcheck |
-| tmux-save/ | the tmux saver (tmux) | the tmux session keeper |
-| jupyter/sessions.db | Jupyter; moved aside when damaged by the entrypoint of `jupyter` (cli.setup) | |
-| envs/ | `notebookctl env` (environments) | Jupyter's kernel specs |
+Each record has one owner, which creates it and removes it (others only read it):
+- jupyter_token (a generated token), run/token, ca-bundle.pem: the entrypoint (cli.setup);
+- run/cookie-key: Jupyter's config (server.config);
+- kernels/ID.json, one per kernel, with its connection file, and kernels/*.damaged (a damaged record
+  set aside): the Jupyter server (server.kernels), which writes a record at launch and removes it at
+  shutdown or when it finds the kernel dead (on adoption); read by the keeper, the runner, the CLI;
+- run/keeper.sock, keeper-pending/ID: the kernel keeper;
+- runs/ID.json, run/runner.sock: the notebook runner (runner.records); read by the CLI;
+- tmux-save/: the tmux saver (tmux); the pane texts of a rebuild: the session keeper, each removed by
+  the pane that prints it;
+- jupyter/sessions.db: Jupyter (moved aside and rebuilt when damaged: server.sessions);
+- envs/: `notebookctl env` (environments); read by Jupyter's kernel specs.
+
+Not in the volume: the watchdog's health report (/dev/shm, supervisor.health), new at each start.
 
 Locations come from settings (STATE_DIR, WORKSPACE); this module reads no environment itself.
 """
@@ -35,7 +37,6 @@ KEEPER_PENDING_DIR = RUN_DIR / "keeper-pending"  # a file per kernel while the k
 SERVER_TOKEN_FILE = RUN_DIR / "token"  # the token the server runs with (the entrypoint writes it)
 GENERATED_TOKEN_FILE = STATE_DIR / "jupyter_token"  # a token generated once and kept
 COOKIE_KEY_FILE = RUN_DIR / "cookie-key"
-HEALTH_FILE = RUN_DIR / "health"
 RUNTIME_DIR = STATE_DIR / "jupyter" / "runtime"
 ENVS_DIR = STATE_DIR / "envs"
 TMUX_SAVE_FILE = STATE_DIR / "tmux-save" / "session.json"
@@ -106,30 +107,32 @@ def set_aside(path: Path, problem: str) -> None:
                 "are not affected", path.name, problem, aside.name)
 
 
-def read_record(kernel_id: str) -> dict | None:
+def read_record(kernel_id: str, owner: bool = False) -> dict | None:
+    """The kernel's record; None when there is none or it is damaged (not JSON, the wrong shape, a file
+    name that is not its kernel id). The owner (the Jupyter server) sets a damaged one aside and logs
+    it; every other reader only skips it."""
     path = record_path(kernel_id)
     try:
         record = json.loads(path.read_text())
+        problem = record_problem(record, path.name)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        set_aside(path, f"not JSON: {exc}")
-        return None
-    problem = record_problem(record, path.name)
+        problem = f"not JSON: {exc}"
     if problem:
-        set_aside(path, problem)
+        if owner:
+            set_aside(path, problem)
         return None
     return record
 
 
-def all_records() -> list[dict]:
-    """Every usable kernel record; a damaged one (not JSON, the wrong shape, a file name that is not its
-    kernel id) is set aside and logged, never an error for the caller."""
+def all_records(owner: bool = False) -> list[dict]:
+    """Every usable kernel record (see read_record), never an error for the caller."""
     if not KERNELS_DIR.is_dir():
         return []
     records = []
     for path in sorted(KERNELS_DIR.glob("*.json")):
-        record = read_record(path.name.removesuffix(".json"))
+        record = read_record(path.name.removesuffix(".json"), owner)
         if record is not None:
             records.append(record)
     return records

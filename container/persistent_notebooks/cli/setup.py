@@ -139,7 +139,6 @@ def cmd_entrypoint(argv: list[str]) -> int:
     for sub in ("tmux", "run", "kernels", "jupyter/runtime"):
         (STATE_DIR / sub).chmod(0o700)
     paths.write_private(paths.SERVER_TOKEN_FILE, token + "\n")
-    paths.HEALTH_FILE.unlink(missing_ok=True)  # the watchdog writes a new one
     build_ca_bundle()
     log(f"tmux session {name!r}, token from {source}, workspace {WORKSPACE}, starting supervisord")
     # Nothing supervisord starts (Jupyter, kernels, tmux shells) inherits the token.

@@ -203,8 +203,7 @@ class Keeper:
         clean = len(records) - len(left)
         for record in records:
             signal_group(record, signal.SIGKILL)  # what the kernel started and left behind
-            paths.remove_record(record["kernel_id"])
-            Path(record["connection_file"]).unlink(missing_ok=True)
+        # The records stay: their owner, the next Jupyter server, finds the kernels dead and removes them.
         for control in sockets:
             control.close()
         log.info("kernels shut down: %d cleanly, %d forced", clean, len(left))

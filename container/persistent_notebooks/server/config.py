@@ -2,9 +2,10 @@
 
 supervisord runs `jupyter-server` with where to listen and serve on its command line (the port as the
 entrypoint read it from settings): so `jupyter-server --show-config` and other Jupyter commands run by
-hand in the container do not take the live server's port. The security settings come first; the values users tune come from settings.py, which `notebookctl check` ran
-before the service started. The config file fails closed: if anything here raises, the server exits
-rather than start without these settings (open, or with a token of its own printed in the log).
+hand in the container do not take the live server's port. The security settings come first; the
+values users tune come from settings.py, which `notebookctl check` ran before the service started.
+The config file fails closed: if anything here raises, the server exits rather than start without
+these settings (open, or with a token of its own printed in the log).
 """
 
 from __future__ import annotations

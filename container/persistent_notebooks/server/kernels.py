@@ -187,7 +187,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         if getattr(app, "show_config", False) or getattr(app, "show_config_json", False):
             return  # `jupyter-server --show-config` starts no server: it must not touch the kernels
         repair_sessions_db()  # before any request opens it (the session manager connects on first use)
-        records = paths.all_records()
+        records = paths.all_records(owner=True)
         if not records:
             return
         try:
