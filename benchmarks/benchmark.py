@@ -472,7 +472,7 @@ def run(args: argparse.Namespace) -> dict:
         stack_container = client.containers.get(stack.container_id())
 
         # 2. idle CPU (whole cgroups, no kernels, nobody connected) and idle memory
-        window = 15 if args.quick else 60
+        window = 5 if args.quick else 60
         progress(f"idle CPU over {window} s, stack and floor")
         stack.wait_healthy()
         results["idle_cpu_percent"] = {**idle_cpu({"stack": stack_container, "floor": floor.container}, window),

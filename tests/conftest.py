@@ -124,8 +124,8 @@ def kernel(stack: Stack) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def stack(docker_services, main_stack_config) -> Stack:
-    """The main stack, started once for the session and healthy."""
-    main_stack_config.wait_healthy()
+    """The main stack, started once for the session and healthy (in Docker's eyes too)."""
+    main_stack_config.wait_healthy(docker=True)
     return main_stack_config
 
 

@@ -175,13 +175,14 @@ class Stack:
         result = self.exec(HEALTHCHECK, check=False)
         return result.returncode == 0, result.stdout.strip()
 
-    def wait_healthy(self, timeout: float = 120) -> None:
-        """Wait until Docker says healthy, or its healthcheck passes now (Docker would say so at its next check)."""
+    def wait_healthy(self, timeout: float = 120, docker: bool = False) -> None:
+        """Wait until Docker says healthy or (docker=False) its healthcheck passes now: Docker, which runs it
+        every 10 s, will say so at its next check."""
         def healthy():
             status = self.health()
             if status == "unhealthy":
                 raise AssertionError(f"container turned unhealthy:\n{self.logs()[-3000:]}")
-            return status == "healthy" or (status == "starting" and self.check_health()[0])
+            return status == "healthy" or (not docker and status == "starting" and self.check_health()[0])
         try:
             wait_for(healthy, timeout, f"{self.project} to be healthy", interval=0.25)
         except AssertionError as exc:

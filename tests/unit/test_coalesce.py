@@ -5,12 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sys
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "container"))
-from persistent_notebooks.server import coalesce  # noqa: E402
+from persistent_notebooks.server import coalesce
 
 KEY = b"unit-test-key"
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "container"))
-from persistent_notebooks.runner import nbfile  # noqa: E402
+from persistent_notebooks.runner import nbfile
 
 
 def notebook(*cells: dict, minor: int = 5) -> dict:

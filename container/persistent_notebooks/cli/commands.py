@@ -7,6 +7,7 @@ import json
 import sys
 
 from .. import environments as envs
+from .. import settings
 from . import runs, usage
 
 ENV_HELP = """\
@@ -162,7 +163,7 @@ def runs_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     found = runs.all_runs()
     if args.wait:
-        target = args.wait.removeprefix(str(runs.paths.WORKSPACE) + "/")
+        target = args.wait.removeprefix(str(settings.WORKSPACE) + "/")
         match = [r for r in found if r["id"].startswith(target) or r["notebook"] == target]
         if not match:
             raise runs.RunsError(f"no run {args.wait!r}; see notebookctl runs")

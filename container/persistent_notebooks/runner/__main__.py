@@ -34,7 +34,7 @@ import zmq  # noqa: E402
 import zmq.asyncio  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
-from .. import jupyterapi, paths  # noqa: E402
+from .. import jupyterapi, paths, settings  # noqa: E402
 from . import nbfile  # noqa: E402
 from .records import ACTIVE, describe  # noqa: E402
 
@@ -426,7 +426,7 @@ class Run:
 
 def resolve_notebook(text: str) -> tuple[Path, str]:
     """An existing notebook under the workspace: (absolute path, path relative to the workspace)."""
-    root = paths.WORKSPACE.resolve()
+    root = settings.WORKSPACE.resolve()
     given = Path(text)
     path = given if given.is_absolute() else root / given
     try:
