@@ -121,4 +121,5 @@ EXPOSE 8888
 # every 5 s). Each check is a `docker exec`, which costs ~27 ms of CPU in the container (runc's init)
 # whatever it runs: every 10 s that is 0.3 % of a core, every 3 s 0.9 %.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["/usr/local/lib/persistent-notebooks/healthcheck"]
-ENTRYPOINT ["tini", "--", "notebookctl", "entrypoint"]
+# Checks the settings, writes the token, then runs supervisord, in one Python (persistent_notebooks/supervisor).
+ENTRYPOINT ["tini", "--", "/opt/supervisor/bin/python", "-m", "persistent_notebooks.supervisor"]

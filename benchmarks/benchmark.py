@@ -78,7 +78,7 @@ class Floor:
 
 def cpu_ns(container) -> int:
     """CPU time the container's cgroup has used (every process in it, short-lived ones too), ns."""
-    return container.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
+    return container.stats(stream=False, one_shot=True)["cpu_stats"]["cpu_usage"]["total_usage"]
 
 
 def idle_cpu(containers: dict, seconds: float) -> dict[str, float]:
@@ -113,7 +113,8 @@ for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
 
 
 def process_label(cmd: str) -> str:
-    for needle, label in (("persistent-notebooks/healthcheck", "healthcheck probe"), ("tmux save", "tmux saver (sh)"),
+    for needle, label in (("tini --", "tini"), ("persistent-notebooks/healthcheck", "healthcheck probe"),
+                          ("tmux save", "tmux saver (sh)"),
                           ("persistent_notebooks.keeper", "kernel keeper"),
                           ("persistent_notebooks.supervisor", "supervisord"), ("supervisord", "supervisord"),
                           ("tmux -D", "tmux server"), ("tmux -N -C", "tmux session keeper"),

@@ -193,7 +193,12 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def token(self) -> str:
-        return self.exec("notebookctl", "token").stdout.strip()
+        """The server's token (just after `up`, once the container's start has written it)."""
+        def written():
+            result = self.exec("notebookctl", "token", check=False)
+            assert "No token yet" in result.stderr or result.returncode == 0, result.stderr
+            return result.stdout.strip()
+        return wait_for(written, 30, "the container's start to write the token")
 
     def run_script(self, name: str, *args: str) -> subprocess.CompletedProcess:
         """Run a host helper from scripts/ on this stack, as a user would (no terminal)."""

@@ -1,5 +1,5 @@
-"""`notebookctl`, the container's command line (/opt/venv/bin/notebookctl, also run by the entrypoint,
-the one-shot check, supervisord's `jupyter` program and VSCode's terminal profile).
+"""`notebookctl`, the container's command line (/opt/venv/bin/notebookctl, also run by the one-shot
+check and VSCode's terminal profile).
 
 Each command imports only what it needs, so that the entrypoint and the check start quickly.
 """
@@ -20,10 +20,10 @@ usage: notebookctl COMMAND [ARGS...]
   run NOTEBOOK        run a notebook server-side in its kernel, outputs into the file (--wait, --stop)
   runs                runs going on and finished (--json, --wait RUN)
 
-The container's own: entrypoint, check, prepare-workspace (see persistent_notebooks/cli/setup.py).
+The container's own: check, prepare-workspace (see persistent_notebooks/cli/setup.py).
 """
 
-SETUP = ("entrypoint", "check", "prepare-workspace", "attach", "url", "token", "health")
+SETUP = ("check", "prepare-workspace", "attach", "url", "token", "health")
 WORK = ("env", "kernels", "run", "runs")
 
 

@@ -1,6 +1,6 @@
 """Setting the container up, and the small commands of `notebookctl`:
 
-  entrypoint         check settings, write the token and CA bundle, exec supervisord (tini runs this)
+  (the container's start: prepare_container, run by persistent_notebooks.supervisor before supervisord)
   check              (the one-shot `check` service, as root) hand a root-owned default ./workspace to the
                      notebook user, then check everything as that user: a bad setting fails `up -d`
   attach             attach to the named tmux session (VSCode's default terminal, scripts/attach)
@@ -13,7 +13,6 @@ Stdlib only, and nothing of the package but settings and paths, so that these st
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -24,8 +23,6 @@ from ..settings import NoTokenYet, SettingError
 
 HOST_CA_BUNDLE = Path("/run/secrets/ca_bundle")
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-SUPERVISOR_PYTHON = "/opt/supervisor/bin/python"
-SUPERVISORD_CONF = paths.SUPERVISORD_CONF
 STATE_DIR, WORKSPACE = settings.STATE_DIR, settings.WORKSPACE
 
 
@@ -41,6 +38,8 @@ def resolve_token(generate: bool = False) -> tuple[str, str]:
     except NoTokenYet:
         if not generate:
             raise
+    import secrets
+
     token = secrets.token_hex(24)
     paths.write_private(paths.GENERATED_TOKEN_FILE, token + "\n")
     log(f"generated a token and kept it in {paths.GENERATED_TOKEN_FILE} (volume 'state')")
@@ -128,7 +127,9 @@ def cmd_check(argv: list[str]) -> int:
     return 0
 
 
-def cmd_entrypoint(argv: list[str]) -> int:
+def prepare_container() -> None:
+    """The container's start (supervisord's process runs this before supervisord itself): check
+    everything, write the token and the CA bundle, and leave the environment supervisord hands on."""
     name = check_all()
     token, source = resolve_token(generate=True)
     # Private: the token, kernels' connection files and keys, the tmux save, sessions, history.
@@ -142,11 +143,10 @@ def cmd_entrypoint(argv: list[str]) -> int:
     build_ca_bundle()
     log(f"tmux session {name!r}, token from {source}, workspace {WORKSPACE}, starting supervisord")
     # Nothing supervisord starts (Jupyter, kernels, tmux shells) inherits the token.
-    env = {k: v for k, v in os.environ.items() if k not in settings.TOKEN_VARIABLES}
-    # As read here, for supervisord.conf's %(ENV_...)s (Jupyter's command line, the tmux programs).
-    env.update(NOTEBOOK_PORT=str(settings.port()), TMUX_SESSION=name)
-    os.execve(SUPERVISOR_PYTHON, [SUPERVISOR_PYTHON, "-m", "persistent_notebooks.supervisor", "--nodaemon",
-                                  "--configuration", SUPERVISORD_CONF, *argv], env)
+    for variable in settings.TOKEN_VARIABLES:
+        os.environ.pop(variable, None)
+    # As read here, for supervisord.conf's %(ENV_...)s (Jupyter's command line) and the tmux programs.
+    os.environ.update(NOTEBOOK_PORT=str(settings.port()), TMUX_SESSION=name)
 
 
 def cmd_prepare_workspace(argv: list[str]) -> int:

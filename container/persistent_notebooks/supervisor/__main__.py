@@ -1,4 +1,6 @@
-"""supervisord (the pinned one, in its own venv), with two additions; otherwise its own main loop.
+"""The container's entrypoint (under tini): prepare the container (cli.setup.prepare_container: every
+setting checked, the token and CA bundle written), then, in the same process, supervisord (the pinned
+one, in its own venv) with two additions; otherwise its own main loop. One Python start instead of two.
 
 1. A program due to (re)start starts at once. supervisord 4 starts and restarts programs only after
    its main loop's poll(), which waits up to 1 s for I/O: the first start waited 1 s, and a crashed
@@ -8,37 +10,54 @@
    spin.
 2. The watchdog (watchdog.py) runs as a thread of this process.
 
-    /opt/supervisor/bin/python -m persistent_notebooks.supervisor --nodaemon --configuration FILE
+    /opt/supervisor/bin/python -m persistent_notebooks.supervisor    (the image's ENTRYPOINT, under tini)
 """
 
 import sys
 import time
 
-from supervisor import supervisord
-from supervisor.datatypes import RestartUnconditionally
-from supervisor.states import ProcessStates
-
-from .watchdog import Watchdog
+from ..cli.setup import log, prepare_container
+from ..paths import SUPERVISORD_CONF
+from ..settings import SettingError
 
 
-class Supervisor(supervisord.Supervisor):
-    def start_due(self) -> bool:
-        for group in self.process_groups.values():
-            for process in group.processes.values():
-                config = process.config
-                if (process.state == ProcessStates.EXITED and config.autorestart is RestartUnconditionally
-                        and time.time() - process.laststart >= 1):
-                    return True
-                if process.state == ProcessStates.STOPPED and config.autostart and not process.laststart:
-                    return True
-        return False
+def patched_supervisord():
+    """supervisord's module, its Supervisor replaced by ours (imported only once the container is ready)."""
+    from supervisor import supervisord
+    from supervisor.datatypes import RestartUnconditionally
+    from supervisor.states import ProcessStates
 
-    def runforever(self):
-        poll = self.options.poller.poll
-        self.options.poller.poll = lambda timeout: poll(0 if self.start_due() else timeout)
-        Watchdog(self).start()
-        return super().runforever()
+    from .watchdog import Watchdog
+
+    class Supervisor(supervisord.Supervisor):
+        def start_due(self) -> bool:
+            for group in self.process_groups.values():
+                for process in group.processes.values():
+                    config = process.config
+                    if (process.state == ProcessStates.EXITED and config.autorestart is RestartUnconditionally
+                            and time.time() - process.laststart >= 1):
+                        return True
+                    if process.state == ProcessStates.STOPPED and config.autostart and not process.laststart:
+                        return True
+            return False
+
+        def runforever(self):
+            poll = self.options.poller.poll
+            self.options.poller.poll = lambda timeout: poll(0 if self.start_due() else timeout)
+            Watchdog(self).start()
+            return super().runforever()
+
+    supervisord.Supervisor = Supervisor  # supervisord.go() builds its Supervisor from this name
+    return supervisord
 
 
-supervisord.Supervisor = Supervisor  # supervisord.go() builds its Supervisor from this name
-sys.exit(supervisord.main())
+def main() -> int:
+    try:
+        prepare_container()
+    except SettingError as exc:
+        log(f"error: {exc}")
+        return 78  # EX_CONFIG
+    return patched_supervisord().main(["--nodaemon", "--configuration", SUPERVISORD_CONF, *sys.argv[1:]])
+
+
+sys.exit(main())
