@@ -189,6 +189,7 @@ def test_run_goes_on_through_a_jupyter_kill(stack: Stack):
     assert text_of(cells[0]) == "".join(f"{i}\n" for i in range(50)), text_of(cells[0])
     assert text_of(cells[1]) == "after\n"
     assert cells[1]["execution_count"] == cells[0]["execution_count"] + 1, "no cell should run twice"
+    stack.wait_api(stack.token())  # the shared stack as found: Jupyter back for the next test
 
 
 def test_edits_saved_during_a_run_are_kept(stack: Stack):

@@ -1,15 +1,26 @@
 """persistent-notebooks, the container side: what keeps Jupyter work alive across disconnects,
-server crashes and container restarts.
+server crashes and container restarts. One subpackage per process, so that what runs where is plain:
 
-- kernels: a kernel provisioner whose kernels outlive the server, and a kernel manager that adopts
-  them again under their old ids;
-- keeper (+ keeperclient): a supervised process that keeps each kernel's output while no client
-  is connected and shuts the kernels down when the container stops;
-- connection: the kernel websocket that sends the kept output before live output;
-- tmuxstate: the named tmux session, saved and rebuilt;
-- logfilter: no token in the logs.
+- supervisor/  in supervisord's own process (its own Python, /opt/supervisor; the image's entrypoint):
+               the container's start (cli.setup.prepare_container), supervisord with programs started
+               at once, and the watchdog thread that heals a hung Jupyter or keeper and writes the
+               health report Docker's healthcheck reads;
+- server/      inside the Jupyter server (pointed at by /etc/jupyter/jupyter_server_config.py):
+               kernels that outlive it and are adopted again, the kernel websocket that sends kept
+               output first and coalesces streams, atomic saves, environments as kernelspecs, the
+               sessions database repair, the token mask of its logs;
+- keeper/      the kernel keeper (supervisord's `kernel-keeper`): each kernel's output while no
+               client is connected (buffer.py, pure), kernels ended cleanly at container stop; and
+               its client, which the Jupyter server uses;
+- tmux/        the named tmux session kept (`tmux-session`), saved (`tmux-saver`) and rebuilt;
+- runner/      server-side notebook runs (`notebook-runner`, started on demand) and their records;
+- cli/         `notebookctl`: the one-shot check, URL, token, attach, health, env, kernels, run, runs.
 
-Jupyter is pointed at these by /etc/jupyter/jupyter_server_config.py; supervisord runs the rest.
+Shared by several: settings (the one place that reads and validates the environment), paths (the
+state volume, and the one owner of each record in it), wire (the keeper's protocol and the Jupyter
+messages it signs), environments (uv environments and .venv folders found as kernels), jupyterapi
+(the running server's REST API, for the CLI and the runner). settings, paths, wire and the
+supervisor subpackage use only the standard library (supervisord's Python has nothing else).
 """
 
 __version__ = "1.0.0"
