@@ -13,21 +13,16 @@ Stdlib only, and nothing of the package but settings and paths, so that these st
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from .. import paths, settings
 from ..settings import NoTokenYet, SettingError
+from ..tmux import log, tmux
 
 HOST_CA_BUNDLE = Path("/run/secrets/ca_bundle")
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 STATE_DIR, WORKSPACE = settings.STATE_DIR, settings.WORKSPACE
-
-
-def log(message: str) -> None:
-    print(f"persistent-notebooks: {message}", file=sys.stderr, flush=True)
 
 
 def resolve_token(generate: bool = False) -> tuple[str, str]:
@@ -165,11 +160,6 @@ def cmd_prepare_workspace(argv: list[str]) -> int:
     os.chown(WORKSPACE, user.pw_uid, user.pw_gid)
     log(f"the default workspace was owned by root; handed it to uid {user.pw_uid}, gid {user.pw_gid}")
     return 0
-
-
-def tmux(*args: str) -> subprocess.CompletedProcess:
-    # -N: never start a server from here; only supervisord's `tmux -D` may own the socket.
-    return subprocess.run(["tmux", "-N", *args], capture_output=True, text=True)
 
 
 def wait_for_session(name: str, timeout: float) -> bool:

@@ -18,12 +18,12 @@ import fcntl
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 
 from .. import paths, settings
+from . import log, tmux
 
 SCROLLBACK_LINES = 10_000
 WORKSPACE = str(settings.WORKSPACE)
@@ -34,15 +34,6 @@ MARKER = "@persistent-notebooks-made"
 FIELDS = ("window_index", "window_active", "automatic-rename", "window_width", "window_height",
           "window_layout", "pane_index", "pane_active", "pane_id", "pane_current_path", "window_name")
 FORMAT = "\t".join(f"#{{{field}}}" for field in FIELDS)
-
-
-def log(message: str) -> None:
-    print(f"persistent-notebooks: {message}", file=sys.stderr, flush=True)
-
-
-def tmux(*args: str) -> subprocess.CompletedProcess:
-    # -N: never start a server from here; only supervisord's `tmux -D` may own the socket.
-    return subprocess.run(["tmux", "-N", *args], capture_output=True, text=True)
 
 
 @contextmanager
