@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 from kernelclient import api
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import ElementClickInterceptedException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -67,11 +67,29 @@ def cell_output(driver, index: int) -> str:
     return outputs[0].get_attribute("textContent") if outputs else ""
 
 
+def dismiss_dialogs(driver) -> None:
+    """Click away JupyterLab's dialogs as a user would (after a crash: "Server Connection Error", Dismiss)."""
+    for button in css(driver, ".jp-Dialog .jp-Dialog-footer button.jp-mod-accept"):
+        try:
+            button.click()
+        except WebDriverException:
+            pass  # gone meanwhile
+
+
 def run_in_new_cell(driver, code: str) -> None:
     """Type code into the cell being edited and run it with Shift+Enter (JupyterLab then edits a new one)."""
     editors = css(driver, ".jp-Notebook .jp-Cell.jp-mod-active .cm-content")
     assert editors, "no active cell editor in the notebook"
-    editors[0].click()
+
+    def clicked() -> bool:
+        try:
+            editors[0].click()
+            return True
+        except ElementClickInterceptedException:
+            dismiss_dialogs(driver)
+            return False
+
+    wait_for(clicked, 30, "the active cell's editor to take a click (a dialog over it that would not go)")
     editors[0].send_keys(code)
     webdriver.ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
 
