@@ -3,8 +3,11 @@
 #
 # BASE_IMAGE defaults to debian:trixie-slim; where no registry can be reached,
 # scripts/make-base-image builds it from Debian's packages.
+#
+# Targets: the default (last) one is the single-user stack's image; `hub-user` is the base of each
+# JupyterHub user's image (hub/compose.yaml builds it; the hub adds each user's uid on top).
 ARG BASE_IMAGE=debian:trixie-slim
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -79,17 +82,8 @@ COPY container/ipython/ /etc/ipython/
 COPY container/labconfig/page_config.json /etc/jupyter/labconfig/page_config.json
 COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
 
-# Last, so that another HOST_UID rebuilds only this small layer. The named volumes are
-# initialised from these folders, with this ownership.
-ARG NB_UID=1000
-ARG NB_GID=1000
-RUN if [ "${NB_UID}" = 0 ] || [ "${NB_GID}" = 0 ]; then \
-        echo "HOST_UID/HOST_GID must not be 0: the notebook user is not root. Set them to your own ids (id -u, id -g)." >&2; exit 1; \
-    fi \
-    && groupadd --non-unique --gid "${NB_GID}" notebook \
-    && useradd --non-unique --uid "${NB_UID}" --gid "${NB_GID}" --create-home --shell /bin/bash notebook \
-    && mkdir -p /workspace /var/lib/persistent-notebooks /home/notebook/.vscode-server \
-    && chown notebook:notebook /workspace /var/lib/persistent-notebooks /home/notebook/.vscode-server
+# The notebook user is added last (the final stage below, or the hub's layer per user), by this script.
+COPY --chmod=0755 container/add-notebook-user /usr/local/sbin/add-notebook-user
 
 ENV PATH=/opt/venv/bin:$PATH \
     TMUX_TMPDIR=/var/lib/persistent-notebooks/tmux \
@@ -114,7 +108,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 LABEL devcontainer.metadata="[{\"remoteUser\":\"notebook\",\"customizations\":{\"vscode\":{\"extensions\":[\"ms-python.python\",\"ms-toolsai.jupyter\"],\"settings\":{\"terminal.integrated.profiles.linux\":{\"tmux\":{\"path\":\"/usr/local/bin/notebookctl\",\"args\":[\"attach\"],\"icon\":\"terminal-tmux\"},\"bash\":{\"path\":\"/bin/bash\",\"args\":[\"-l\"],\"icon\":\"terminal-bash\"}},\"terminal.integrated.defaultProfile.linux\":\"tmux\",\"terminal.integrated.automationProfile.linux\":{\"path\":\"/bin/bash\"},\"python.defaultInterpreterPath\":\"/opt/venv/bin/python\"}}}}]" \
       org.opencontainers.image.title="persistent-notebooks"
 
-USER ${NB_UID}:${NB_GID}
 WORKDIR /workspace
 EXPOSE 8888
 # A read of the watchdog's last report (a shell script of builtins; the watchdog inside supervisord probes
@@ -123,3 +116,23 @@ EXPOSE 8888
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["/usr/local/lib/persistent-notebooks/healthcheck"]
 # Checks the settings, writes the token, then runs supervisord, in one Python (persistent_notebooks/supervisor).
 ENTRYPOINT ["tini", "--", "/opt/supervisor/bin/python", "-m", "persistent_notebooks.supervisor"]
+
+# A JupyterHub user's server: the same image with the hub's single-user server (jupyterhub-singleuser,
+# the hub's version: hub/requirements-singleuser.txt). No user here: the hub builds one small layer per
+# user on top, with that user's uid (hub/persistent_hub/images.py runs add-notebook-user).
+FROM runtime AS hub-user
+COPY hub/requirements-singleuser.txt /opt/persistent-notebooks/requirements-singleuser.txt
+# (The image's SSL_CERT_FILE and friends name the state volume's bundle, not there at build time.)
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    unset SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE PIP_CERT \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        -r /opt/persistent-notebooks/requirements-singleuser.txt
+
+# The single-user stack (the default target). Last, so that another HOST_UID rebuilds only this small
+# layer. The named volumes are initialised from these folders, with this ownership.
+FROM runtime
+ARG NB_UID=1000
+ARG NB_GID=1000
+RUN add-notebook-user "${NB_UID}" "${NB_GID}"
+USER ${NB_UID}:${NB_GID}

@@ -23,7 +23,7 @@ def api(method: str, path: str, body: dict | None = None, timeout: float = 10) -
         token = paths.SERVER_TOKEN_FILE.read_text().strip()
     except OSError as exc:
         raise ApiError(f"cannot read the server's token ({exc}); is the stack running?") from None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{settings.base_url().rstrip('/')}{path}", method=method,
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Authorization": f"token {token}",
                                               "Content-Type": "application/json"})

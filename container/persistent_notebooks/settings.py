@@ -97,7 +97,10 @@ def _seconds(name: str, default: int, minimum: int = 0) -> int:
 # --- the settings ----------------------------------------------------------------------------------
 
 def port() -> int:
-    """NOTEBOOK_PORT: Jupyter listens on the same port inside as compose publishes on the host."""
+    """NOTEBOOK_PORT: Jupyter listens on the same port inside as compose publishes on the host.
+    Under JupyterHub: the port of the URL the spawner gave (JUPYTERHUB_SERVICE_URL)."""
+    if hub_mode():
+        return hub_service_url()[1]
     value = (_get("NOTEBOOK_PORT") or "").strip() or str(DEFAULT_PORT)
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise SettingError(f"NOTEBOOK_PORT={value!r} is not a port number. Set NOTEBOOK_PORT in .env to e.g. 8890.")
@@ -257,10 +260,75 @@ def given_token(kept_file: Path) -> tuple[str, str]:
 TOKEN_VARIABLES = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE")
 
 
+# --- under JupyterHub (hub/: a spawner starts the container with the hub's JUPYTERHUB_* variables) -------
+
+# The server's API token as the spawner hands it over; the entrypoint moves it to a private file.
+HUB_TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+SINGLEUSER_SERVER = "/opt/venv/bin/jupyterhub-singleuser"
+PLAIN_SERVER = "/opt/venv/bin/jupyter-server"
+
+
+def hub_mode() -> bool:
+    """Started by a JupyterHub spawner (JUPYTERHUB_SERVICE_URL set): the hub's single-user server, and
+    the hub's login, replace the fixed-token server."""
+    return bool((_get("JUPYTERHUB_SERVICE_URL") or "").strip())
+
+
+def hub_service_url() -> tuple[str, int]:
+    """(host, port) of JUPYTERHUB_SERVICE_URL, where the hub expects the server."""
+    from urllib.parse import urlsplit
+
+    value = (_get("JUPYTERHUB_SERVICE_URL") or "").strip()
+    try:
+        parts = urlsplit(value)
+        port_number = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port_number = 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_number:
+        raise SettingError(f"JUPYTERHUB_SERVICE_URL={value!r} is not an http URL with a host. It comes from "
+                           "the hub's spawner: check the hub's configuration (hub/jupyterhub_config.py).")
+    return parts.hostname, port_number
+
+
+def base_url() -> str:
+    """The path the server serves under: / alone, or the hub's prefix (/user/NAME/)."""
+    if not hub_mode():
+        return "/"
+    prefix = (_get("JUPYTERHUB_SERVICE_PREFIX") or "/").strip()
+    if not prefix.startswith("/"):
+        raise SettingError(f"JUPYTERHUB_SERVICE_PREFIX={prefix!r} is not a path. It comes from the hub's "
+                           "spawner: check the hub's configuration.")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def hub_token() -> str:
+    """The server's API token from the hub (JUPYTERHUB_API_TOKEN, or JPY_API_TOKEN of older hubs)."""
+    token = next((_get(name) for name in HUB_TOKEN_VARIABLES if _get(name)), "")
+    if not token.strip():
+        raise SettingError("JUPYTERHUB_SERVICE_URL is set but JUPYTERHUB_API_TOKEN is not: this container is "
+                           "started by JupyterHub's spawner, which sets both; start it from the hub "
+                           "(hub/compose.yaml), not by hand.")
+    return token.strip()
+
+
+def server_command() -> str:
+    """The Jupyter server program supervisord runs: the hub's single-user server under a hub."""
+    if not hub_mode():
+        return PLAIN_SERVER
+    if not Path(SINGLEUSER_SERVER).exists():
+        raise SettingError("JUPYTERHUB_SERVICE_URL is set but this image has no jupyterhub-singleuser: a hub "
+                           "must spawn the hub-user image (hub/compose.yaml builds it), not this one.")
+    return SINGLEUSER_SERVER
+
+
 def check_all() -> str:
     """Every variable the container reads, checked; SettingError names the first bad one. Returns the
     tmux session name."""
     name = session_name()
+    if hub_mode():
+        hub_token()
+        base_url()
+        server_command()
     port()
     cull_idle_timeout()
     cull_interval()

@@ -13,6 +13,7 @@ Stdlib only, and nothing of the package but settings and paths, so that these st
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -126,7 +127,9 @@ def prepare_container() -> None:
     """The container's start (supervisord's process runs this before supervisord itself): check
     everything, write the token and the CA bundle, and leave the environment supervisord hands on."""
     name = check_all()
-    token, source = resolve_token(generate=True)
+    # Under a hub, the server's API token from the hub is what the CLI, the runner and the watchdog
+    # present to it (it may use its own server's API); the hub's login replaces the fixed token.
+    token, source = (settings.hub_token(), "JupyterHub") if settings.hub_mode() else resolve_token(generate=True)
     # Private: the token, kernels' connection files and keys, the tmux save, sessions, history.
     STATE_DIR.chmod(0o700)
     for sub in ("jupyter/data", "jupyter/runtime", "jupyter/config", "ipython", "python", "tmux", "run",
@@ -138,10 +141,10 @@ def prepare_container() -> None:
     build_ca_bundle()
     log(f"tmux session {name!r}, token from {source}, workspace {WORKSPACE}, starting supervisord")
     # Nothing supervisord starts (Jupyter, kernels, tmux shells) inherits the token.
-    for variable in settings.TOKEN_VARIABLES:
+    for variable in settings.TOKEN_VARIABLES + settings.HUB_TOKEN_VARIABLES:
         os.environ.pop(variable, None)
     # As read here, for supervisord.conf's %(ENV_...)s (Jupyter's command line) and the tmux programs.
-    os.environ.update(NOTEBOOK_PORT=str(settings.port()), TMUX_SESSION=name)
+    os.environ.update(NOTEBOOK_PORT=str(settings.port()), TMUX_SESSION=name, NOTEBOOK_SERVER=settings.server_command())
 
 
 def cmd_prepare_workspace(argv: list[str]) -> int:
@@ -199,6 +202,10 @@ def cmd_url(argv: list[str]) -> int:
     """The URL, valid on the workstation and inside the container alike (the same port both sides)."""
     import urllib.parse
 
+    if settings.hub_mode():
+        print("This server is a JupyterHub user's: open the hub's URL and log in (scripts/hub url NAME on the "
+              "workstation).", file=sys.stderr)
+        return 1
     token = server_token()
     print(f"http://127.0.0.1:{settings.port()}/?token={urllib.parse.quote(token, safe='')}")
     return 0

@@ -21,15 +21,23 @@ def configure(c) -> None:
     # --- security ---------------------------------------------------------------------------------
     # Listening on 0.0.0.0 would switch Jupyter's Host-header check off; keep it on (DNS-rebinding
     # protection). VSCode, a browser and SSH tunnels reach it as 127.0.0.1 or localhost, which pass.
-    c.ServerApp.allow_remote_access = False
-    # The token, from a private file the entrypoint writes: not on the command line, not in the
-    # environment (kernels and everything they start would inherit it).
-    c.IdentityProvider.token = paths.SERVER_TOKEN_FILE.read_text().strip()
-    # Login cookies are signed with a secret derived from the token: a new token ends old logins.
-    if not paths.COOKIE_KEY_FILE.is_file():
-        paths.write_private(paths.COOKIE_KEY_FILE, secrets.token_hex(32))
-    c.ServerApp.cookie_secret = hmac.new(bytes.fromhex(paths.COOKIE_KEY_FILE.read_text().strip()),
-                                         c.IdentityProvider.token.encode(), hashlib.sha256).digest()
+    token = paths.SERVER_TOKEN_FILE.read_text().strip()
+    if settings.hub_mode():
+        # A JupyterHub user's server (jupyterhub-singleuser): the hub's login and tokens replace ours.
+        # Its API token reaches it here, from the private file, not from the environment (kernels and
+        # terminals would inherit it). Requests come through the hub's proxy, under the hub's name.
+        c.HubAuth.api_token = token
+        c.ServerApp.allow_remote_access = True
+    else:
+        c.ServerApp.allow_remote_access = False
+        # The token, from a private file the entrypoint writes: not on the command line, not in the
+        # environment (kernels and everything they start would inherit it).
+        c.IdentityProvider.token = token
+        # Login cookies are signed with a secret derived from the token: a new token ends old logins.
+        if not paths.COOKIE_KEY_FILE.is_file():
+            paths.write_private(paths.COOKIE_KEY_FILE, secrets.token_hex(32))
+        c.ServerApp.cookie_secret = hmac.new(bytes.fromhex(paths.COOKIE_KEY_FILE.read_text().strip()),
+                                             token.encode(), hashlib.sha256).digest()
     # No token in the logs (Tornado's warning for a refused request prints the whole URL).
     c.ServerApp.logging_config = {
         "filters": {"mask_token": {"()": "persistent_notebooks.server.logfilter.MaskToken"}},

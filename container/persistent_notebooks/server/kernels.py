@@ -31,7 +31,7 @@ from ..keeper.client import KEEPER, status_sync
 from .sessions import repair_sessions_db
 
 # Environment a kernel must not inherit from the server.
-SCRUBBED_ENV = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JPY_PARENT_PID")
+SCRUBBED_ENV = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JPY_PARENT_PID")
 
 
 def _kernel_output():

@@ -46,12 +46,17 @@ def log(message: str) -> None:
 
 
 def probe_jupyter() -> str | None:
-    """None if Jupyter answers GET /api/status with 200 (with the server's token), else what went wrong."""
+    """None if Jupyter answers GET /api/status with 200 (with the server's token), else what went wrong.
+    Under a hub, GET /user/NAME/api (its version, no login): the hub checks tokens, and a hub being
+    restarted must not make a healthy server look hung."""
     try:
-        token = paths.SERVER_TOKEN_FILE.read_text().strip()
+        if settings.hub_mode():
+            request = f"GET {settings.base_url()}api HTTP/1.0\r\n"
+        else:
+            token = paths.SERVER_TOKEN_FILE.read_text().strip()
+            request = f"GET /api/status HTTP/1.0\r\nAuthorization: token {token}\r\n"
         with socket.create_connection(("127.0.0.1", settings.port()), timeout=PROBE_TIMEOUT) as sock:
-            sock.sendall(f"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1:{settings.port()}\r\n"
-                         f"Authorization: token {token}\r\n\r\n".encode())
+            sock.sendall(f"{request}Host: 127.0.0.1:{settings.port()}\r\n\r\n".encode())
             status_line = sock.makefile("rb").readline(200).decode("latin-1").strip()
     except (OSError, ValueError, settings.SettingError) as exc:
         return str(exc) or type(exc).__name__
