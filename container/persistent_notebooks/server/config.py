@@ -15,6 +15,7 @@ import hmac
 import secrets
 
 from .. import paths, settings
+from . import logfilter
 
 
 def configure(c) -> None:
@@ -28,6 +29,7 @@ def configure(c) -> None:
         # terminals would inherit it). Requests come through the hub's proxy, under the hub's name.
         c.HubAuth.api_token = token
         c.ServerApp.allow_remote_access = True
+        c.ServerApp.tornado_settings = {"log_function": logfilter.hub_log_request}
     else:
         c.ServerApp.allow_remote_access = False
         # The token, from a private file the entrypoint writes: not on the command line, not in the

@@ -35,3 +35,16 @@ class MaskToken(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, ()
         return True
+
+
+def hub_log_request(handler) -> None:
+    """Under JupyterHub, its access log (jupyterhub.log.log_request, which logs every success at info
+    level) but for the watchdog's probe every 5 s (GET /user/NAME/api from 127.0.0.1), kept at debug."""
+    from jupyterhub.log import log_request
+
+    request = handler.request
+    if (handler.get_status() == 200 and request.method == "GET" and request.remote_ip == "127.0.0.1"
+            and request.path.endswith("/api")):
+        handler.log.debug("200 GET %s (watchdog)", request.path)
+        return
+    log_request(handler)

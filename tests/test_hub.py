@@ -1,0 +1,265 @@
+"""The hub (hub/compose.yaml): a real JupyterHub, its pure-Python proxy, DockerSpawner and users' servers
+of this project's image, driven as users and an admin would (login form, REST API, scripts/hub).
+
+One hub for the module (project pnhubtest, a port and a workspace folder of its own); users alice and
+bob are made with scripts/hub. Everything the hub made (users' containers, volumes, images) goes at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import docker.errors
+import pytest
+from hubclient import HubUser
+from kernelclient import KernelConnection
+from stack import REPO, SUPERVISORCTL, docker_client, free_port, http_get, wait_for
+
+PROJECT = "pnhubtest"
+HUB_COMPOSE = ["docker", "compose", "--project-directory", str(REPO / "hub"), "-f", str(REPO / "hub" / "compose.yaml"),
+               "-p", PROJECT]
+ALICE_PASSWORD = "alice-secret-42"
+
+
+class Hub:
+    def __init__(self, port: int, workspaces: Path):
+        self.port, self.workspaces = port, workspaces
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "HUB_PORT": str(port), "HUB_WORKSPACES": str(workspaces)}
+        self.passwords: dict[str, str] = {}
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run([*HUB_COMPOSE, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        assert not check or result.returncode == 0, f"docker compose {' '.join(args)}: {result.stderr[-2000:]}"
+        return result
+
+    def script(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "scripts" / "hub"), "-p", PROJECT, *args], capture_output=True, text=True,
+                              input=stdin, env=self.env, timeout=300)
+
+    def wait_up(self, timeout: float = 120) -> None:
+        wait_for(lambda: http_get(f"{self.base_url}/hub/health")[0] == 200, timeout, "the hub to answer /hub/health")
+
+    def hub_container(self) -> str:
+        return self.compose("ps", "-q", "hub").stdout.strip()
+
+    def user_container(self, name: str):
+        return docker_client().containers.get(f"{PROJECT}-user-{name}")
+
+    def logged_in(self, name: str) -> HubUser:
+        user = HubUser(self.base_url, name)
+        assert user.login(self.passwords[name]), f"{name} could not log in with their password"
+        user.make_token()
+        return user
+
+    def exec_user(self, name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "exec", f"{PROJECT}-user-{name}", *args], capture_output=True, text=True,
+                              timeout=120)
+
+
+def remove_everything_of(project: str) -> None:
+    client = docker_client()
+    for container in client.containers.list(all=True, filters={"label": f"persistent-notebooks.hub={project}"}):
+        container.remove(force=True)
+    for volume in client.volumes.list():
+        if volume.name.startswith(f"{project}-user-"):
+            volume.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory) -> Hub:
+    workspaces = tmp_path_factory.mktemp("hub") / "users"
+    hub = Hub(free_port(), workspaces)
+    remove_everything_of(PROJECT)
+    hub.compose("build")
+    try:
+        hub.compose("up", "-d")
+        hub.wait_up()
+        made = hub.script("user", "add", "alice", "--password-stdin", stdin=ALICE_PASSWORD + "\n")
+        assert made.returncode == 0, made.stderr
+        hub.passwords["alice"] = ALICE_PASSWORD
+        made = hub.script("user", "add", "bob")
+        assert made.returncode == 0 and "shown once" in made.stderr, made.stderr
+        hub.passwords["bob"] = made.stdout.strip()
+        yield hub
+    finally:
+        hub.compose("down", "-v", "--remove-orphans", check=False)
+        remove_everything_of(PROJECT)
+        client = docker_client()
+        for image in client.images.list(filters={"label": "persistent-notebooks.hub-user-of"}):
+            try:
+                client.images.remove(image.id, force=True)
+            except docker.errors.APIError:
+                pass  # another hub's (another run's) still in use
+        shutil.rmtree(workspaces.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def alice(hub: Hub) -> HubUser:
+    user = hub.logged_in("alice")
+    user.start_server()
+    return user
+
+
+def test_users_log_in_and_cannot_reach_each_other(hub: Hub, alice: HubUser):
+    """Each user should log in through the hub's form, get a server of this image, and not reach another's."""
+    bob = hub.logged_in("bob")
+    bob.start_server()
+    for user in (alice, bob):
+        container = hub.user_container(user.name)
+        assert container.image.labels.get("org.opencontainers.image.title") == "persistent-notebooks", container.image
+        assert user.server_api("GET", "/api/status").status_code == 200, f"{user.name} cannot reach their server"
+    # Alice's token, her login cookie, or nothing: never into Bob's server.
+    assert alice.server_api("GET", "/api/status").status_code == 200
+    for token in (alice.token, None):
+        answer = requests_get(f"{bob.server_url}/api/kernels", token)
+        assert answer.status_code in (302, 401, 403), f"alice reached bob's server ({token is not None}): {answer.status_code}"
+    cookie = alice.session.get(f"{bob.server_url}/api/kernels", allow_redirects=True, timeout=30)
+    assert cookie.status_code == 403 or "/hub/login" in cookie.url, f"alice's login reached bob's server: {cookie.status_code}"
+    assert alice.hub_api("GET", "/users/bob").status_code in (403, 404), "alice can read bob's account"
+    # Each user's files: their own folder, their own uid, no one else's way in.
+    uids = {}
+    for name in ("alice", "bob"):
+        folder = hub.workspaces / name
+        uids[name] = folder.stat().st_uid
+        assert folder.stat().st_mode & 0o777 == 0o700, f"{folder} is open to others: {oct(folder.stat().st_mode)}"
+        ran = hub.exec_user(name, "id", "-u")
+        assert ran.stdout.strip() == str(uids[name]), f"{name}'s server runs as {ran.stdout}, their folder is {uids[name]}'s"
+    assert uids["alice"] != uids["bob"] and 0 not in uids.values(), uids
+    mounts = {m["Destination"]: m["Source"] for m in hub.user_container("alice").attrs["Mounts"]}
+    assert mounts["/workspace"] == str(hub.workspaces / "alice"), mounts
+
+
+def requests_get(url: str, token: str | None):
+    import requests
+
+    return requests.get(url, headers={"Authorization": f"token {token}"} if token else {}, timeout=30,
+                        allow_redirects=False)
+
+
+def test_user_servers_are_hardened(hub: Hub, alice: HubUser):
+    """A user's server should run unprivileged, publish no port, and keep the hub's token from kernels."""
+    attrs = hub.user_container("alice").attrs
+    host = attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], host
+    assert not host.get("PortBindings"), f"a user's server publishes a port: {host['PortBindings']}"
+    assert hub.exec_user("alice", "sh", "-c", "grep CapEff /proc/1/status").stdout.split()[1] == "0" * 16
+    kernel_id = alice.server_api("POST", "/api/kernels", json={"name": "python3"}).json()["id"]
+    try:
+        with KernelConnection(alice.server_url, alice.token, kernel_id) as kernel:
+            out = kernel.execute("import os; print(sorted(k for k in os.environ if 'TOKEN' in k))")
+        assert out["stdout"].strip() == "[]", f"a kernel's environment holds a token: {out}"
+    finally:
+        alice.server_api("DELETE", f"/api/kernels/{kernel_id}")
+    jupyter = hub.exec_user("alice", "sh", "-c", "cat /proc/$(supervisorctl -c /etc/persistent-notebooks/supervisord.conf "
+                            "pid jupyter)/environ | tr '\\0' '\\n' | grep -c TOKEN || true")
+    assert jupyter.stdout.strip() == "0", "the Jupyter server's environment holds the token"
+    logs = hub.user_container("alice").logs().decode(errors="replace")
+    assert alice.token not in logs
+
+
+def test_bad_logins_and_names_are_refused(hub: Hub):
+    """Unknown users, wrong passwords and names a container cannot hold should be refused, saying why."""
+    assert not HubUser(hub.base_url, "mallory").login("whatever-password"), "an unknown user logged in"
+    assert not HubUser(hub.base_url, "alice").login("not-her-password"), "a wrong password logged in"
+    for name in ("Bad Name", "a/b", "ünï", "9lives", "x" * 33):
+        made = hub.script("user", "add", name)
+        assert made.returncode == 1 and "user name" in made.stderr and "letters" in made.stderr, made.stderr
+    short = hub.script("user", "add", "carol", "--password-stdin", stdin="short\n")
+    assert short.returncode == 1 and "at least 8" in short.stderr, short.stderr
+    twice = hub.script("user", "add", "alice")
+    assert twice.returncode == 1 and "exists already" in twice.stderr, twice.stderr
+    listed = hub.script("users")
+    assert listed.returncode == 0 and "alice" in listed.stdout and "carol" not in listed.stdout, listed
+
+
+def test_kernels_survive_restarting_and_recreating_the_hub(hub: Hub, alice: HubUser):
+    """A user's kernel should keep its id and variables, and their server keep running, through a restarted
+    and a recreated hub container."""
+    container = hub.user_container("alice")
+    started = container.attrs["State"]["StartedAt"]
+    kernel_id = alice.server_api("POST", "/api/kernels", json={"name": "python3"}).json()["id"]
+    with KernelConnection(alice.server_url, alice.token, kernel_id) as kernel:
+        kernel.execute("kept = 6 * 7")
+    for how in (("restart", "hub"), ("up", "-d", "--force-recreate", "hub")):
+        old = hub.hub_container()
+        hub.compose(*how)
+        hub.wait_up()
+        if how[0] == "up":
+            assert hub.hub_container() != old, "the hub's container was not recreated"
+        wait_for(lambda: alice.server_api("GET", f"/api/kernels/{kernel_id}").status_code == 200, 60,
+                 f"alice's kernel through the hub after `{' '.join(how)}`")
+        with KernelConnection(alice.server_url, alice.token, kernel_id) as kernel:
+            out = kernel.execute("print(kept)")
+        assert out["stdout"].strip() == "42", f"the kernel lost its state after `{' '.join(how)}`: {out}"
+    container.reload()
+    assert container.attrs["State"]["StartedAt"] == started, "alice's server was restarted with the hub"
+    alice.server_api("DELETE", f"/api/kernels/{kernel_id}")
+
+
+def test_a_killed_jupyter_server_keeps_kernels_and_their_output(hub: Hub, alice: HubUser):
+    """kill -9 of a user's Jupyter server should bring the same kernels back, with what they printed meanwhile."""
+    kernel_id = alice.server_api("POST", "/api/kernels", json={"name": "python3"}).json()["id"]
+    try:
+        with KernelConnection(alice.server_url, alice.token, kernel_id) as kernel:
+            kernel.execute("kept = 'still here'")
+            msg_id = kernel.submit("import time\nfor i in range(8):\n    print('line', i, flush=True)\n"
+                                   "    time.sleep(0.5)")
+            kernel.follow(msg_id, seconds=1)
+        supervisorctl = ["supervisorctl", "-c", SUPERVISORCTL[2]]
+        pid = hub.exec_user("alice", *supervisorctl, "pid", "jupyter").stdout.strip()
+        hub.exec_user("alice", "kill", "-KILL", pid)
+        wait_for(lambda: hub.exec_user("alice", *supervisorctl, "pid", "jupyter").stdout.strip() not in ("", "0", pid),
+                 30, "supervisord's new Jupyter server")
+        wait_for(lambda: alice.server_api("GET", f"/api/kernels/{kernel_id}").status_code == 200, 60,
+                 "the kernel, under the same id, through the hub")
+        with KernelConnection(alice.server_url, alice.token, kernel_id) as kernel:
+            seen = kernel.follow(msg_id, seconds=None)
+            out = kernel.execute("print(kept)")
+        assert "line 7" in seen["stdout"], f"output printed meanwhile did not reach the next client: {seen['stdout']!r}"
+        assert out["stdout"].strip() == "still here", out
+    finally:
+        alice.server_api("DELETE", f"/api/kernels/{kernel_id}")
+
+
+def test_a_restarted_user_container_rebuilds_tmux_and_keeps_environments(hub: Hub, alice: HubUser):
+    """A user's container restarted should bring back their tmux window and their environments."""
+    made = hub.exec_user("alice", "notebookctl", "env", "create", "kept")
+    assert made.returncode == 0, made.stderr
+    session = "persistent-notebooks"
+    hub.exec_user("alice", "tmux", "-N", "new-window", "-t", f"={session}:", "-n", "analysis")
+    hub.exec_user("alice", "/opt/venv/bin/python", "-m", "persistent_notebooks.tmux", "save")
+    container = hub.user_container("alice")
+    container.restart(timeout=60)
+    alice.server_api("GET", "/api/status")  # the hub's route stays: the container keeps its address
+    wait_for(lambda: alice.server_api("GET", "/api/status").status_code == 200, 120, "alice's server after a restart")
+    wait_for(lambda: "analysis" in hub.exec_user("alice", "tmux", "-N", "list-windows", "-t", f"={session}",
+                                                 "-F", "#{window_name}").stdout, 30, "the tmux window to be rebuilt")
+    specs = alice.server_api("GET", "/api/kernelspecs").json()["kernelspecs"]
+    assert "kept" in specs, f"the environment's kernel is gone after a restart: {sorted(specs)}"
+
+
+def test_removed_user_keeps_state_unless_asked(hub: Hub):
+    """`scripts/hub user remove` should stop the server and keep the state volume unless --delete-state."""
+    made = hub.script("user", "add", "dave", "--password-stdin", stdin="dave-secret-42\n")
+    assert made.returncode == 0, made.stderr
+    hub.passwords["dave"] = "dave-secret-42"
+    dave = hub.logged_in("dave")
+    token = hub.script("token", "dave").stdout.strip()
+    dave.token = token  # a token of the admin's making (scripts/hub token) serves as the user's own
+    dave.start_server()
+    volume = f"{PROJECT}-user-dave-state"
+    removed = hub.script("user", "remove", "dave")
+    assert removed.returncode == 0, removed.stderr
+    assert docker_client().volumes.get(volume), "the state volume went without --delete-state"
+    assert not HubUser(hub.base_url, "dave").login("dave-secret-42"), "a removed user logged in"
+    with pytest.raises(docker.errors.NotFound):
+        hub.user_container("dave")
+    hub.script("user", "add", "dave", "--password-stdin", stdin="dave-secret-42\n")
+    removed = hub.script("user", "remove", "dave", "--delete-state")
+    assert removed.returncode == 0, removed.stderr
+    with pytest.raises(docker.errors.NotFound):
+        docker_client().volumes.get(volume)
