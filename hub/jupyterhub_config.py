@@ -31,10 +31,11 @@ c.JupyterHub.allow_named_servers = False
 c.JupyterHub.default_url = "/hub/home"
 
 # --- users ---------------------------------------------------------------------------------------
-# NativeAuthenticator (persistent_hub.auth): passwords bcrypt-hashed in the hub's database, no sign-up; users are made by
-# an admin (`scripts/hub user add`). Why this one: it keeps hashed per-user passwords in the hub's own
-# volume with nothing to set up on the host (PAM would need the host's accounts inside the container,
-# the hub's shared password would let anyone who has it log in as anyone).
+# NativeAuthenticator (persistent_hub.auth): passwords bcrypt-hashed in the hub's database, no
+# sign-up; users are made by an admin (`scripts/hub user add`). Why this one: hashed per-user
+# passwords in the hub's own volume, nothing to set up on the host (PAM would need the host's
+# accounts inside the container; the hub's shared password would let anyone who has it log in as
+# anyone).
 c.JupyterHub.authenticator_class = "persistent_hub.auth.HashedPasswordAuthenticator"
 c.NativeAuthenticator.enable_signup = False
 c.NativeAuthenticator.open_signup = False

@@ -30,7 +30,8 @@ class HubUser:
         """An API token of this user's own, made with the login cookie (as on the hub's token page)."""
         answer = self.session.post(f"{self.base_url}/hub/api/users/{self.name}/tokens", json={"note": "tests"},
                                    headers=self._xsrf(), timeout=30)
-        assert answer.status_code in (200, 201), f"the hub made no token for {self.name}: {answer.status_code} {answer.text}"
+        assert answer.status_code in (200, 201), \
+            f"the hub made no token for {self.name}: {answer.status_code} {answer.text}"
         self.token = answer.json()["token"]
         return self.token
 

@@ -116,9 +116,11 @@ def test_users_log_in_and_cannot_reach_each_other(hub: Hub, alice: HubUser):
     assert alice.server_api("GET", "/api/status").status_code == 200
     for token in (alice.token, None):
         answer = requests_get(f"{bob.server_url}/api/kernels", token)
-        assert answer.status_code in (302, 401, 403), f"alice reached bob's server ({token is not None}): {answer.status_code}"
+        assert answer.status_code in (302, 401, 403), \
+            f"alice reached bob's server (with her token: {token is not None}): {answer.status_code}"
     cookie = alice.session.get(f"{bob.server_url}/api/kernels", allow_redirects=True, timeout=30)
-    assert cookie.status_code == 403 or "/hub/login" in cookie.url, f"alice's login reached bob's server: {cookie.status_code}"
+    assert cookie.status_code == 403 or "/hub/login" in cookie.url, \
+        f"alice's login reached bob's server: {cookie.status_code}"
     assert alice.hub_api("GET", "/users/bob").status_code in (403, 404), "alice can read bob's account"
     # Each user's files: their own folder, their own uid, no one else's way in.
     uids = {}
@@ -127,7 +129,8 @@ def test_users_log_in_and_cannot_reach_each_other(hub: Hub, alice: HubUser):
         uids[name] = folder.stat().st_uid
         assert folder.stat().st_mode & 0o777 == 0o700, f"{folder} is open to others: {oct(folder.stat().st_mode)}"
         ran = hub.exec_user(name, "id", "-u")
-        assert ran.stdout.strip() == str(uids[name]), f"{name}'s server runs as {ran.stdout}, their folder is {uids[name]}'s"
+        assert ran.stdout.strip() == str(uids[name]), \
+            f"{name}'s server runs as {ran.stdout}, their folder is {uids[name]}'s"
     assert uids["alice"] != uids["bob"] and 0 not in uids.values(), uids
     mounts = {m["Destination"]: m["Source"] for m in hub.user_container("alice").attrs["Mounts"]}
     assert mounts["/workspace"] == str(hub.workspaces / "alice"), mounts
@@ -154,8 +157,8 @@ def test_user_servers_are_hardened(hub: Hub, alice: HubUser):
         assert out["stdout"].strip() == "[]", f"a kernel's environment holds a token: {out}"
     finally:
         alice.server_api("DELETE", f"/api/kernels/{kernel_id}")
-    jupyter = hub.exec_user("alice", "sh", "-c", "cat /proc/$(supervisorctl -c /etc/persistent-notebooks/supervisord.conf "
-                            "pid jupyter)/environ | tr '\\0' '\\n' | grep -c TOKEN || true")
+    jupyter = hub.exec_user("alice", "sh", "-c", f"cat /proc/$({' '.join(SUPERVISORCTL)} pid jupyter)/environ "
+                            "| tr '\\0' '\\n' | grep -c TOKEN || true")
     assert jupyter.stdout.strip() == "0", "the Jupyter server's environment holds the token"
     logs = hub.user_container("alice").logs().decode(errors="replace")
     assert alice.token not in logs

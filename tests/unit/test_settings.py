@@ -10,7 +10,8 @@ from persistent_notebooks.settings import SettingError
 
 VARIABLES = ("NOTEBOOK_PORT", "TMUX_SESSION", "TMUX_RESTORE", "NOTEBOOK_AWAY_BUFFER", "NOTEBOOK_MEMORY_LIMIT",
              "JUPYTER_CULL_IDLE_TIMEOUT", "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "JUPYTER_TOKEN",
-             "JUPYTER_TOKEN_FILE", "WORKSPACE_IS_CUSTOM")
+             "JUPYTER_TOKEN_FILE", "WORKSPACE_IS_CUSTOM", "JUPYTERHUB_SERVICE_URL", "JUPYTERHUB_SERVICE_PREFIX",
+             "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +147,40 @@ def test_a_token_file_that_is_no_file_is_refused_as_what_it_is(monkeypatch, tmp_
     monkeypatch.setenv("JUPYTER_TOKEN_FILE", str(big))
     with pytest.raises(SettingError, match="4096 bytes: that is not a token file"):
         settings.given_token(tmp_path / "kept")
+
+
+def test_under_a_hub_the_spawners_url_and_prefix_rule(monkeypatch):
+    """Under JupyterHub the port and path should come from the spawner's URL and prefix, not NOTEBOOK_PORT."""
+    assert settings.hub_mode() is False and settings.base_url() == "/"
+    monkeypatch.setenv("NOTEBOOK_PORT", "9999")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:8890/user/alice/")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/alice")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "abc")
+    assert settings.hub_mode() is True
+    assert (settings.port(), settings.base_url(), settings.hub_token()) == (8890, "/user/alice/", "abc")
+
+
+@pytest.mark.parametrize(("variables", "says"), [
+    ({"JUPYTERHUB_SERVICE_URL": "http://0.0.0.0:8888/"}, "JUPYTERHUB_API_TOKEN is not"),
+    ({"JUPYTERHUB_SERVICE_URL": "0.0.0.0:8888", "JUPYTERHUB_API_TOKEN": "x"}, "JUPYTERHUB_SERVICE_URL="),
+    ({"JUPYTERHUB_SERVICE_URL": "http://0.0.0.0:8888/", "JUPYTERHUB_API_TOKEN": "x",
+      "JUPYTERHUB_SERVICE_PREFIX": "user/a/"}, "JUPYTERHUB_SERVICE_PREFIX="),
+])
+def test_bad_hub_variables_are_refused(monkeypatch, variables, says):
+    """A container started by hand with half the hub's variables should be refused, saying which."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingError, match=says):
+        settings.hub_token()
+        settings.base_url()
+        settings.port()
+
+
+def test_a_hub_needs_the_hub_user_image(monkeypatch, tmp_path):
+    """The plain image (no jupyterhub-singleuser) should be refused under a hub, naming the image to use."""
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:8888/")
+    monkeypatch.setattr(settings, "SINGLEUSER_SERVER", str(tmp_path / "missing"))
+    with pytest.raises(SettingError, match="hub-user image"):
+        settings.server_command()
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_URL")
+    assert settings.server_command() == settings.PLAIN_SERVER
