@@ -9,7 +9,7 @@ hub never removes their containers nor stops them when it stops, and a new hub f
 import os
 
 from persistent_hub import accounts, deployment
-from persistent_hub.spawner import PersistentDockerSpawner
+from persistent_hub.spawner import PersistentDockerSpawner, PersistentSwarmSpawner
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
 
@@ -51,12 +51,14 @@ c.JupyterHub.services = [{"name": accounts.ADMIN_SERVICE, "api_token": accounts.
 c.JupyterHub.load_roles = [{"name": "admin", "services": [accounts.ADMIN_SERVICE]}]
 
 # --- each user's server ------------------------------------------------------------------------------
-c.JupyterHub.spawner_class = PersistentDockerSpawner
-c.PersistentDockerSpawner.base_image = os.environ.get("HUB_USER_IMAGE", "persistent-notebooks-hub-user:latest")
-c.PersistentDockerSpawner.workspaces_host = os.environ["HUB_WORKSPACES"]
-c.DockerSpawner.pull_policy = "never"
+# HUB_SPAWNER=swarm (hub/compose.swarm.yaml): a swarm service per user instead of a container.
+SWARM = os.environ.get("HUB_SPAWNER", "docker") == "swarm"
+c.JupyterHub.spawner_class = PersistentSwarmSpawner if SWARM else PersistentDockerSpawner
+c.PersistentServers.base_image = os.environ.get("HUB_USER_IMAGE", "persistent-notebooks-hub-user:latest")
+c.PersistentServers.workspaces_host = os.environ["HUB_WORKSPACES"]
+c.DockerSpawner.pull_policy = "skip" if SWARM else "never"
 c.DockerSpawner.prefix = PREFIX
-c.DockerSpawner.remove = False
+c.PersistentDockerSpawner.remove = False  # (a swarm service always goes when its server stops)
 c.DockerSpawner.network_name = deployment.network()
 c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.port = 8888
@@ -76,8 +78,16 @@ c.DockerSpawner.extra_host_config = {
     # Back after a reboot of the engine, as the single-user stack; a server stopped on purpose stays stopped.
     "restart_policy": {"Name": "unless-stopped"},
 }
-c.DockerSpawner.extra_create_kwargs = {"labels": {"persistent-notebooks.hub": deployment.project()},
-                                       "hostname": "notebooks"}
+LABELS = {"persistent-notebooks.hub": deployment.project()}
+c.DockerSpawner.extra_create_kwargs = {"labels": LABELS, "hostname": "notebooks"}
+# A service's containers: no capabilities (an Engine 20.10 service cannot set no-new-privileges; the
+# image runs as the user's uid either way), the same hostname and labels.
+c.SwarmSpawner.extra_container_spec = {"cap_drop": ["ALL"], "hostname": "notebooks", "labels": LABELS}
+c.SwarmSpawner.extra_create_kwargs = {"labels": LABELS}
+# The hub reaches a service's one task by its name resolved to the task's own address (DNS round
+# robin), not through a virtual IP: one hop fewer, and the virtual IP does not answer on a one-node
+# swarm advertised on loopback.
+c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}
 _memory = os.environ.get("HUB_USER_MEMORY_LIMIT", "").strip()
 if _memory and _memory != "0":
     c.DockerSpawner.mem_limit = _memory

@@ -1,12 +1,19 @@
-"""A JupyterHub user as a browser would be one: log in through the hub's login form, start the server,
-make an API token; then the server's REST API and kernels through the hub's proxy."""
+"""The hub (hub/compose.yaml) for tests: a deployment of its own (Hub, running_hub), and a user as a browser
+would be one (HubUser): log in through the hub's login form, start the server, make an API token; then the
+server's REST API and kernels through the hub's proxy."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
+import docker.errors
 import requests
-from stack import wait_for
+from stack import REPO, docker_client, free_port, http_get, wait_for
 
 
 class HubUser:
@@ -54,3 +61,76 @@ class HubUser:
         headers = {"Authorization": f"token {token}"} if token else {}
         return requests.request(method, f"{self.server_url}{path}", headers=headers, timeout=30,
                                 allow_redirects=False, **kwargs)
+
+
+class Hub:
+    def __init__(self, project: str, port: int, workspaces: Path, swarm: bool = False):
+        self.project, self.port, self.workspaces = project, port, workspaces
+        files = ["hub/compose.yaml"] + (["hub/compose.swarm.yaml"] if swarm else [])
+        self.command = ["docker", "compose", "--project-directory", str(REPO / "hub"), "-p", project,
+                        *(arg for f in files for arg in ("-f", str(REPO / f)))]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "HUB_PORT": str(port), "HUB_WORKSPACES": str(workspaces)}
+        self.passwords: dict[str, str] = {}
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.command, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        assert not check or result.returncode == 0, f"docker compose {' '.join(args)}: {result.stderr[-2000:]}"
+        return result
+
+    def script(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "scripts" / "hub"), "-p", self.project, *args], capture_output=True,
+                              text=True, input=stdin, env=self.env, timeout=300)
+
+    def wait_up(self, timeout: float = 120) -> None:
+        wait_for(lambda: http_get(f"{self.base_url}/hub/health")[0] == 200, timeout, "the hub to answer /hub/health")
+
+    def hub_container(self) -> str:
+        return self.compose("ps", "-q", "hub").stdout.strip()
+
+    def user_container(self, name: str):
+        return docker_client().containers.get(f"{self.project}-user-{name}")
+
+    def logged_in(self, name: str) -> HubUser:
+        user = HubUser(self.base_url, name)
+        assert user.login(self.passwords[name]), f"{name} could not log in with their password"
+        user.make_token()
+        return user
+
+    def exec_user(self, name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "exec", f"{self.project}-user-{name}", *args], capture_output=True, text=True,
+                              timeout=120)
+
+
+def remove_everything_of(project: str) -> None:
+    """Users' services (on a swarm), containers and volumes of the hub `project`."""
+    client, label = docker_client(), {"label": f"persistent-notebooks.hub={project}"}
+    with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
+        for service in client.services.list(filters=label):
+            service.remove()
+    wait_for(lambda: all(c.remove(force=True) or True for c in client.containers.list(all=True, filters=label))
+             and not client.containers.list(all=True, filters=label), 60, f"{project}'s users' containers to go")
+    for volume in client.volumes.list():
+        if volume.name.startswith(f"{project}-user-"):
+            volume.remove(force=True)
+
+
+@contextlib.contextmanager
+def running_hub(project: str, workspaces: Path, swarm: bool = False):
+    """A hub of its own (a project, a port, a workspace folder); everything it made goes at the end:
+    its containers and volumes, users' containers (or services) and volumes, users' images."""
+    hub = Hub(project, free_port(), workspaces, swarm)
+    remove_everything_of(project)
+    hub.compose("build")
+    try:
+        hub.compose("up", "-d")
+        hub.wait_up()
+        yield hub
+    finally:
+        hub.compose("down", "-v", "--remove-orphans", check=False)
+        remove_everything_of(project)
+        client = docker_client()
+        for image in client.images.list(filters={"label": "persistent-notebooks.hub-user-of"}):
+            with contextlib.suppress(docker.errors.APIError):  # another hub's, still in use
+                client.images.remove(image.id, force=True)
+        shutil.rmtree(workspaces, ignore_errors=True)

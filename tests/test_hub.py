@@ -7,77 +7,19 @@ bob are made with scripts/hub. Everything the hub made (users' containers, volum
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import docker.errors
 import pytest
-from hubclient import HubUser
+from hubclient import Hub, HubUser, running_hub
 from kernelclient import KernelConnection
-from stack import REPO, SUPERVISORCTL, docker_client, free_port, http_get, wait_for
+from stack import SUPERVISORCTL, docker_client, wait_for
 
 PROJECT = "pnhubtest"
-HUB_COMPOSE = ["docker", "compose", "--project-directory", str(REPO / "hub"), "-f", str(REPO / "hub" / "compose.yaml"),
-               "-p", PROJECT]
 ALICE_PASSWORD = "alice-secret-42"
-
-
-class Hub:
-    def __init__(self, port: int, workspaces: Path):
-        self.port, self.workspaces = port, workspaces
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "HUB_PORT": str(port), "HUB_WORKSPACES": str(workspaces)}
-        self.passwords: dict[str, str] = {}
-
-    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        result = subprocess.run([*HUB_COMPOSE, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
-        assert not check or result.returncode == 0, f"docker compose {' '.join(args)}: {result.stderr[-2000:]}"
-        return result
-
-    def script(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(REPO / "scripts" / "hub"), "-p", PROJECT, *args], capture_output=True, text=True,
-                              input=stdin, env=self.env, timeout=300)
-
-    def wait_up(self, timeout: float = 120) -> None:
-        wait_for(lambda: http_get(f"{self.base_url}/hub/health")[0] == 200, timeout, "the hub to answer /hub/health")
-
-    def hub_container(self) -> str:
-        return self.compose("ps", "-q", "hub").stdout.strip()
-
-    def user_container(self, name: str):
-        return docker_client().containers.get(f"{PROJECT}-user-{name}")
-
-    def logged_in(self, name: str) -> HubUser:
-        user = HubUser(self.base_url, name)
-        assert user.login(self.passwords[name]), f"{name} could not log in with their password"
-        user.make_token()
-        return user
-
-    def exec_user(self, name: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["docker", "exec", f"{PROJECT}-user-{name}", *args], capture_output=True, text=True,
-                              timeout=120)
-
-
-def remove_everything_of(project: str) -> None:
-    client = docker_client()
-    for container in client.containers.list(all=True, filters={"label": f"persistent-notebooks.hub={project}"}):
-        container.remove(force=True)
-    for volume in client.volumes.list():
-        if volume.name.startswith(f"{project}-user-"):
-            volume.remove(force=True)
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory) -> Hub:
-    workspaces = tmp_path_factory.mktemp("hub") / "users"
-    hub = Hub(free_port(), workspaces)
-    remove_everything_of(PROJECT)
-    hub.compose("build")
-    try:
-        hub.compose("up", "-d")
-        hub.wait_up()
+    with running_hub(PROJECT, tmp_path_factory.mktemp("hub") / "users") as hub:
         made = hub.script("user", "add", "alice", "--password-stdin", stdin=ALICE_PASSWORD + "\n")
         assert made.returncode == 0, made.stderr
         hub.passwords["alice"] = ALICE_PASSWORD
@@ -85,16 +27,6 @@ def hub(tmp_path_factory) -> Hub:
         assert made.returncode == 0 and "shown once" in made.stderr, made.stderr
         hub.passwords["bob"] = made.stdout.strip()
         yield hub
-    finally:
-        hub.compose("down", "-v", "--remove-orphans", check=False)
-        remove_everything_of(PROJECT)
-        client = docker_client()
-        for image in client.images.list(filters={"label": "persistent-notebooks.hub-user-of"}):
-            try:
-                client.images.remove(image.id, force=True)
-            except docker.errors.APIError:
-                pass  # another hub's (another run's) still in use
-        shutil.rmtree(workspaces.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +186,7 @@ def test_removed_user_keeps_state_unless_asked(hub: Hub):
     token = hub.script("token", "dave").stdout.strip()
     dave.token = token  # a token of the admin's making (scripts/hub token) serves as the user's own
     dave.start_server()
-    volume = f"{PROJECT}-user-dave-state"
+    volume = f"{hub.project}-user-dave-state"
     removed = hub.script("user", "remove", "dave")
     assert removed.returncode == 0, removed.stderr
     assert docker_client().volumes.get(volume), "the state volume went without --delete-state"
