@@ -818,7 +818,15 @@ def main() -> int:
     parser.add_argument("--base-image", default="debian:trixie-slim", help="the image's base, for layer sizes")
     parser.add_argument("--keep-image", action="store_true", help="keep the image the benchmark built")
     parser.add_argument("--json", default=str(REPO / "benchmark-results.json"), help="where to write the JSON")
+    parser.add_argument("--hub", action="store_true", help="the hub's figures (benchmarks/hub.py) instead")
     args = parser.parse_args()
+    if args.hub:
+        import hub
+
+        figures = hub.run(args.quick, args.runs)
+        Path(args.json).write_text(json.dumps({"hub": figures}, indent=2) + "\n")
+        print(hub.table(figures))
+        return 0
     results = run(args)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

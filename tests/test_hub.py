@@ -7,11 +7,14 @@ bob are made with scripts/hub. Everything the hub made (users' containers, volum
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import docker.errors
 import pytest
 from hubclient import Hub, HubUser, running_hub
 from kernelclient import KernelConnection
-from stack import SUPERVISORCTL, docker_client, wait_for
+from stack import REPO, SUPERVISORCTL, docker_client, wait_for
 
 PROJECT = "pnhubtest"
 ALICE_PASSWORD = "alice-secret-42"
@@ -198,3 +201,16 @@ def test_removed_user_keeps_state_unless_asked(hub: Hub):
     assert removed.returncode == 0, removed.stderr
     with pytest.raises(docker.errors.NotFound):
         docker_client().volumes.get(volume)
+
+
+@pytest.mark.benchmark
+def test_benchmark_hub_section_reports_every_figure(hub: Hub):
+    """The benchmark's hub section (scripts/benchmark --hub) should measure every figure on a running hub."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    hub_benchmark = importlib.import_module("hub")
+    figures = hub_benchmark.measure(hub, runs=1, tries=3, prefix="bench")
+    spawns = figures["login_to_server_s"]
+    assert spawns["first_spawn"]["median"] > 0 and spawns["kept_server"]["median"] > 0, spawns
+    assert figures["idle_user_container_mib"] > 0 and figures["reconnect_s"]["median"] > 0
+    assert figures["kill_jupyter_3_kernels_back_s"]["median"] > 0
+    assert "| login -> server answering, first spawn" in hub_benchmark.table(figures)

@@ -60,8 +60,11 @@ class PersistentServers(LoggingConfigurable):
 
 class PersistentDockerSpawner(PersistentServers, DockerSpawner):
     async def start(self):
-        if await self.get_object() is None:
-            await self.prepare()  # a kept container is started as it is
+        kept = await self.get_object()
+        if kept is None:
+            await self.prepare()
+        else:
+            self.image = kept["Config"]["Image"]  # a kept container is started as it is, from its image
         return await super().start()
 
 

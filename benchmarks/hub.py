@@ -1,0 +1,118 @@
+"""The hub's figures (scripts/benchmark --hub): a hub of its own (hub/compose.yaml), real logins.
+
+- login to the user's server answering: a first spawn (the user's image layer built, a container made)
+  and a kept server (stopped, then started again: the same container);
+- memory of an idle user's container (no kernels);
+- the single-user stack's kernel figures through the hub's proxy: reconnect + trivial execute, and
+  kill -9 of the user's Jupyter server -> every kernel answering again (same ids).
+measure() takes a running hub, so the test suite runs it (quick) on the hub its tests use.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from benchmark import KILL_JUPYTER, container_memory, fmt, progress, ready_kernel, reconnects, summary  # noqa: E402
+from hubclient import Hub, HubUser, running_hub  # noqa: E402
+from kernelclient import KernelConnection  # noqa: E402
+from stack import wait_for  # noqa: E402
+
+PASSWORD = "bench-secret-42"
+
+
+def new_user(hub: Hub, name: str) -> None:
+    made = hub.script("user", "add", name, "--password-stdin", stdin=PASSWORD + "\n")
+    if made.returncode != 0:
+        raise RuntimeError(made.stderr)
+    hub.passwords[name] = PASSWORD
+
+
+def login_to_server(hub: Hub, name: str) -> tuple[HubUser, float]:
+    """Seconds from the login form posted to the user's server answering through the hub."""
+    started = time.monotonic()
+    user = hub.logged_in(name)
+    user.start_server()
+    return user, time.monotonic() - started
+
+
+def stop_server(user: HubUser) -> None:
+    user.hub_api("DELETE", f"/users/{user.name}/server")
+    wait_for(lambda: not (user.hub_api("GET", f"/users/{user.name}").json().get("servers") or {}), 120,
+             f"{user.name}'s server to stop")
+
+
+def kernels_back_after_kill(hub: Hub, user: HubUser, kernel_ids: list[str]) -> float:
+    killed_at = float(hub.exec_user(user.name, "python3", "-c", KILL_JUPYTER).stdout)
+
+    def answer(kernel_id: str) -> float:
+        while True:
+            try:
+                with KernelConnection(user.server_url, user.token, kernel_id, timeout=10) as connection:
+                    if connection.execute("1")["result"] == "1":
+                        return time.time()
+            except Exception:  # noqa: BLE001 - the server is not back yet
+                time.sleep(0.02)
+
+    with ThreadPoolExecutor(len(kernel_ids)) as pool:
+        return max(pool.map(answer, kernel_ids)) - killed_at
+
+
+def settled(hub: Hub, name: str) -> bool:
+    health = hub.user_container(name).attrs["State"].get("Health", {}).get("Status")
+    return health == "healthy"
+
+
+def measure(hub: Hub, runs: int, tries: int, prefix: str = "bench") -> dict:
+    first, kept = [], []
+    for i in range(runs):
+        progress(f"hub: first spawn {i + 1}/{runs}")
+        new_user(hub, f"{prefix}{i}")
+        user, seconds = login_to_server(hub, f"{prefix}{i}")
+        first.append(seconds)
+    # The last user's server: kept-server starts, memory and kernels.
+    for i in range(runs):
+        progress(f"hub: kept server {i + 1}/{runs}")
+        stop_server(user)
+        user, seconds = login_to_server(hub, user.name)
+        kept.append(seconds)
+    wait_for(lambda: settled(hub, user.name), 120, f"{user.name}'s container to be healthy")
+    memory = container_memory(hub.user_container(user.name))
+    progress("hub: reconnects and kill -9 of the user's Jupyter")
+    kernel_ids = [ready_kernel(user.server_url, user.token) for _ in range(3)]
+    reconnect = reconnects(user.server_url, user.token, kernel_ids[0], tries)
+    back = []
+    for _ in range(runs):
+        wait_for(lambda: settled(hub, user.name), 120, f"{user.name}'s container to settle before a kill")
+        back.append(kernels_back_after_kill(hub, user, kernel_ids))
+    return {"login_to_server_s": {"first_spawn": summary(first), "kept_server": summary(kept)},
+            "idle_user_container_mib": memory, "reconnect_s": summary(reconnect),
+            "kill_jupyter_3_kernels_back_s": summary(back)}
+
+
+def table(r: dict) -> str:
+    return "\n".join([
+        "",
+        "| hub (one user's server through the hub's proxy) | figure |",
+        "|---|---|",
+        f"| login -> server answering, first spawn (image layer, container) | "
+        f"{fmt(r['login_to_server_s']['first_spawn'])} |",
+        f"| login -> server answering, kept server (stopped, started again) | "
+        f"{fmt(r['login_to_server_s']['kept_server'])} |",
+        f"| idle user container, no kernels | {r['idle_user_container_mib']:.1f} MiB |",
+        f"| reconnect + trivial execute | {fmt(r['reconnect_s'])} |",
+        f"| kill -9 of the user's Jupyter -> 3 kernels answering again | {fmt(r['kill_jupyter_3_kernels_back_s'])} |",
+    ])
+
+
+def run(quick: bool, runs: int) -> dict:
+    workspaces = Path(tempfile.mkdtemp(prefix="bench-hub-")) / "users"
+    progress("hub: building and starting a hub of its own")
+    with running_hub("pnhubbench", workspaces) as hub:
+        return measure(hub, 1 if quick else runs, 3 if quick else 20)
+
+
