@@ -181,7 +181,8 @@ def test_a_restarted_user_container_rebuilds_tmux_and_keeps_environments(hub: Hu
 
 
 def test_removed_user_keeps_state_unless_asked(hub: Hub):
-    """`scripts/hub user remove` should stop the server and keep the state volume unless --delete-state."""
+    """`scripts/hub user remove` should stop the server and keep the state volume unless --delete-state;
+    `user password` should replace the password."""
     made = hub.script("user", "add", "dave", "--password-stdin", stdin="dave-secret-42\n")
     assert made.returncode == 0, made.stderr
     hub.passwords["dave"] = "dave-secret-42"
@@ -197,6 +198,10 @@ def test_removed_user_keeps_state_unless_asked(hub: Hub):
     with pytest.raises(docker.errors.NotFound):
         hub.user_container("dave")
     hub.script("user", "add", "dave", "--password-stdin", stdin="dave-secret-42\n")
+    changed = hub.script("user", "password", "dave")
+    assert changed.returncode == 0 and "shown once" in changed.stderr, changed.stderr
+    assert not HubUser(hub.base_url, "dave").login("dave-secret-42"), "the old password still logs in"
+    assert HubUser(hub.base_url, "dave").login(changed.stdout.strip()), "the new password does not log in"
     removed = hub.script("user", "remove", "dave", "--delete-state")
     assert removed.returncode == 0, removed.stderr
     with pytest.raises(docker.errors.NotFound):

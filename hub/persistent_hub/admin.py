@@ -2,6 +2,8 @@
 
   user add NAME [--password-stdin] [--uid N [--gid N]] [--admin]
                                   make a user; prints a generated password once (or reads one)
+  user password NAME [--password-stdin]
+                                  a new password (generated and printed once, or read)
   user remove NAME [--delete-state]
                                   stop and remove the user's server and account; their state volume is
                                   kept unless --delete-state (their workspace folder is always kept)
@@ -91,14 +93,36 @@ def container_name(name: str) -> str:
     return container_name(name)
 
 
+def new_password(args) -> str:
+    """Read from stdin (--password-stdin), or generated."""
+    if not args.password_stdin:
+        return secrets.token_urlsafe(12)
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are needed.")
+    return password
+
+
+def show_password(args, password: str) -> None:
+    if not args.password_stdin:
+        print("password (shown once, on the next line):", file=sys.stderr, flush=True)
+        print(password)
+
+
+def cmd_password(args) -> int:
+    name = accounts.check_username(args.name)
+    if api("GET", f"/users/{name}", ok404=True) is None:
+        raise AccountError(f"no user {name!r}: `scripts/hub users` lists them.")
+    password = new_password(args)
+    set_password(name, password)
+    print(f"new password for {name}", file=sys.stderr)
+    show_password(args, password)
+    return 0
+
+
 def cmd_add(args) -> int:
     name = accounts.check_username(args.name)
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-        if len(password) < MIN_PASSWORD:
-            raise AccountError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are needed.")
-    else:
-        password = secrets.token_urlsafe(12)
+    password = new_password(args)
     if api("GET", f"/users/{name}", ok404=True) is not None:
         raise AccountError(f"user {name!r} exists already: `scripts/hub user remove {name}` first, or pick "
                            "another name.")
@@ -106,9 +130,7 @@ def cmd_add(args) -> int:
     api("POST", f"/users/{name}", {"admin": bool(args.admin)})
     set_password(name, password)
     print(f"made user {name} (uid {uid}, gid {gid}{', admin' if args.admin else ''})", file=sys.stderr)
-    if not args.password_stdin:
-        print("password (shown once, on the next line):", file=sys.stderr, flush=True)
-        print(password)
+    show_password(args, password)
     return 0
 
 
@@ -180,6 +202,10 @@ def main(argv: list[str]) -> int:
     add.add_argument("--gid", type=int)
     add.add_argument("--admin", action="store_true")
     add.set_defaults(func=cmd_add)
+    password = user.add_parser("password")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true")
+    password.set_defaults(func=cmd_password)
     remove = user.add_parser("remove")
     remove.add_argument("name")
     remove.add_argument("--delete-state", action="store_true")
