@@ -61,6 +61,9 @@ c.DockerSpawner.prefix = PREFIX
 c.PersistentDockerSpawner.remove = False  # (a swarm service always goes when its server stops)
 c.DockerSpawner.network_name = deployment.network()
 c.DockerSpawner.use_internal_ip = True
+# The proxy reaches a server by its container's name, which Docker's DNS on the network resolves to its
+# address now: a container restarted by hand or by Docker may come back with another address.
+c.DockerSpawner.use_internal_hostname = True
 c.DockerSpawner.port = 8888
 c.DockerSpawner.volumes = {
     # The user's folder on the host (HUB_WORKSPACES/NAME, made by the spawner, owned by their uid).

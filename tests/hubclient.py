@@ -63,6 +63,12 @@ class HubUser:
                                 allow_redirects=False, **kwargs)
 
 
+# Every variable hub/compose.yaml reads besides CA_BUNDLE and BASE_IMAGE.
+HUB_SETTINGS = ("HUB_PORT", "HUB_WORKSPACES", "HUB_USER_IMAGE", "HUB_USER_MEMORY_LIMIT", "NOTEBOOK_AWAY_BUFFER",
+                "TMUX_SESSION", "TMUX_RESTORE", "JUPYTER_CULL_IDLE_TIMEOUT", "JUPYTER_CULL_INTERVAL",
+                "JUPYTER_CULL_CONNECTED", "EXTRA_APT_PACKAGES", "EXTRA_PIP_REQUIREMENTS", "COMPOSE_PROJECT_NAME")
+
+
 class Hub:
     def __init__(self, project: str, port: int, workspaces: Path, swarm: bool = False):
         self.project, self.port, self.workspaces = project, port, workspaces
@@ -70,7 +76,10 @@ class Hub:
         self.command = ["docker", "compose", "--project-directory", str(REPO / "hub"), "-p", project,
                         *(arg for f in files for arg in ("-f", str(REPO / f)))]
         self.base_url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "HUB_PORT": str(port), "HUB_WORKSPACES": str(workspaces)}
+        # The hub's settings as the test gives them, none from this process's environment (the main
+        # stack's fixture puts its own TMUX_SESSION and friends there for the whole session).
+        self.env = {**{k: v for k, v in os.environ.items() if k not in HUB_SETTINGS},
+                    "HUB_PORT": str(port), "HUB_WORKSPACES": str(workspaces)}
         self.passwords: dict[str, str] = {}
 
     def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -168,14 +168,24 @@ def test_a_restarted_user_container_rebuilds_tmux_and_keeps_environments(hub: Hu
     made = hub.exec_user("alice", "notebookctl", "env", "create", "kept")
     assert made.returncode == 0, made.stderr
     session = "persistent-notebooks"
-    hub.exec_user("alice", "tmux", "-N", "new-window", "-t", f"={session}:", "-n", "analysis")
-    hub.exec_user("alice", "/opt/venv/bin/python", "-m", "persistent_notebooks.tmux", "save")
+
+    def windows() -> str:
+        return hub.exec_user("alice", "tmux", "-N", "list-windows", "-t", f"={session}", "-F", "#{window_name}").stdout
+
+    wait_for(windows, 30, "alice's tmux session")
+    for command in (("tmux", "-N", "new-window", "-t", f"={session}:", "-n", "analysis"),
+                    ("/opt/venv/bin/python", "-m", "persistent_notebooks.tmux", "save")):
+        ran = hub.exec_user("alice", *command)
+        assert ran.returncode == 0, f"{command}: {ran.stderr}"
+    assert "analysis" in windows()
     container = hub.user_container("alice")
     container.restart(timeout=60)
-    alice.server_api("GET", "/api/status")  # the hub's route stays: the container keeps its address
     wait_for(lambda: alice.server_api("GET", "/api/status").status_code == 200, 120, "alice's server after a restart")
-    wait_for(lambda: "analysis" in hub.exec_user("alice", "tmux", "-N", "list-windows", "-t", f"={session}",
-                                                 "-F", "#{window_name}").stdout, 30, "the tmux window to be rebuilt")
+    try:
+        wait_for(lambda: "analysis" in windows(), 30, "the tmux window to be rebuilt")
+    except AssertionError as exc:
+        log = container.logs(tail=40).decode(errors="replace")
+        raise AssertionError(f"{exc}; windows now: {windows()!r}; the container's log ends:\n{log}") from None
     specs = alice.server_api("GET", "/api/kernelspecs").json()["kernelspecs"]
     assert "kept" in specs, f"the environment's kernel is gone after a restart: {sorted(specs)}"
 
