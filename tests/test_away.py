@@ -86,10 +86,10 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     stack.wait_healthy()
     token = stack.token()
     kernel_id = start_kernel(stack.base_url, token)
-    jupyter, keeper = stack.program_pid("jupyter"), stack.program_pid("kernel-keeper")
+    jupyter = stack.program_pid("jupyter")
     with KernelConnection(stack.base_url, token, kernel_id) as warm:
         warm.execute("print('x' * 1000)")
-    before = {"jupyter": stack.rss_kib(jupyter), "keeper": stack.rss_kib(keeper)}
+    before = stack.rss_kib(jupyter)
     lines = 200_000  # 200,000 lines of 60 bytes: 12 MB, six times the buffer
     a = KernelConnection(stack.base_url, token, kernel_id)
     msg_id = a.submit(f"for i in range({lines}):\n    print(f'{{i:09d}} ' + 'y' * 50)\n")
@@ -97,7 +97,11 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     a.close()
     wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 120,
              "the kernel to print it all", interval=0.5)
-    after = {"jupyter": stack.rss_kib(jupyter), "keeper": stack.rss_kib(keeper)}
+    after = stack.rss_kib(jupyter)
+    # What the keeper holds, by its own count: the keeper's RSS cannot tell (it grows by 15-20 MiB of
+    # transient allocations passing 12 MB through, bounded or not: measured with the bound removed).
+    held = stack.keeper_status()[kernel_id]
+    assert 0 < held["kept_bytes"] <= 2 * 2**20 and held["dropped"] > 0, f"the keeper holds {held}"
     with KernelConnection(stack.base_url, token, kernel_id, timeout=120) as b:
         replay = b.follow(msg_id)
     first = replay["messages"][0]
@@ -109,5 +113,4 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     kept_bytes = len(replay["stdout"])
     assert kept_bytes <= 2 * 2**20, f"{kept_bytes} bytes replayed, more than the buffer"
     slack_kib = 16 * 1024  # allocator and message objects on top of the buffer
-    assert after["jupyter"] - before["jupyter"] < slack_kib, f"Jupyter grew {before} -> {after}"
-    assert after["keeper"] - before["keeper"] < 2 * 1024 + slack_kib, f"the keeper grew {before} -> {after}"
+    assert after - before < slack_kib, f"Jupyter grew from {before} to {after} KiB: it holds output too"
