@@ -364,16 +364,14 @@ def replay_after_keeper_kill(stack: Stack, token: str, lines: int) -> dict:
             "loss_announced": "lost" in text, "first_message_s": took}
 
 
-def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
-    """Seconds from kill -9 of Jupyter to every kernel answering an execute again (same ids)."""
+def kernels_answering_since(killed_at: float, base_url: str, token: str, kernel_ids: list[str]) -> float:
+    """Seconds from killed_at (time.time()) to every kernel answering an execute again (same ids)."""
     from concurrent.futures import ThreadPoolExecutor
-
-    killed_at = float(stack.exec("python3", "-c", KILL_JUPYTER).stdout)
 
     def answer(kernel_id: str) -> float:
         while True:
             try:
-                with KernelConnection(stack.base_url, token, kernel_id, timeout=10) as connection:
+                with KernelConnection(base_url, token, kernel_id, timeout=10) as connection:
                     if connection.execute("1")["result"] == "1":
                         return time.time()
             except Exception:  # noqa: BLE001 - the server is not back yet
@@ -381,6 +379,12 @@ def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> 
 
     with ThreadPoolExecutor(len(kernel_ids)) as pool:
         return max(pool.map(answer, kernel_ids)) - killed_at
+
+
+def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
+    """Seconds from kill -9 of Jupyter to every kernel answering an execute again (same ids)."""
+    killed_at = float(stack.exec("python3", "-c", KILL_JUPYTER).stdout)
+    return kernels_answering_since(killed_at, stack.base_url, token, kernel_ids)
 
 
 ENV_PACKAGE = "iniconfig==2.1.0"  # small, pure Python, not in the image

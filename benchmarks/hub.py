@@ -13,13 +13,20 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from benchmark import KILL_JUPYTER, container_memory, fmt, progress, ready_kernel, reconnects, summary  # noqa: E402
+from benchmark import (  # noqa: E402
+    KILL_JUPYTER,
+    container_memory,
+    fmt,
+    kernels_answering_since,
+    progress,
+    ready_kernel,
+    reconnects,
+    summary,
+)
 from hubclient import Hub, HubUser, running_hub  # noqa: E402
-from kernelclient import KernelConnection  # noqa: E402
 from stack import wait_for  # noqa: E402
 
 PASSWORD = "bench-secret-42"
@@ -48,18 +55,7 @@ def stop_server(user: HubUser) -> None:
 
 def kernels_back_after_kill(hub: Hub, user: HubUser, kernel_ids: list[str]) -> float:
     killed_at = float(hub.exec_user(user.name, "python3", "-c", KILL_JUPYTER).stdout)
-
-    def answer(kernel_id: str) -> float:
-        while True:
-            try:
-                with KernelConnection(user.server_url, user.token, kernel_id, timeout=10) as connection:
-                    if connection.execute("1")["result"] == "1":
-                        return time.time()
-            except Exception:  # noqa: BLE001 - the server is not back yet
-                time.sleep(0.02)
-
-    with ThreadPoolExecutor(len(kernel_ids)) as pool:
-        return max(pool.map(answer, kernel_ids)) - killed_at
+    return kernels_answering_since(killed_at, user.server_url, user.token, kernel_ids)
 
 
 def settled(hub: Hub, name: str) -> bool:

@@ -127,7 +127,7 @@ def remove_everything_of(project: str) -> None:
 @contextlib.contextmanager
 def running_hub(project: str, workspaces: Path, swarm: bool = False):
     """A hub of its own (a project, a port, a workspace folder); everything it made goes at the end:
-    its containers and volumes, users' containers (or services) and volumes, users' images."""
+    its containers, network and volumes, users' containers (or services) and volumes, users' images."""
     hub = Hub(project, free_port(), workspaces, swarm)
     remove_everything_of(project)
     hub.compose("build")
@@ -136,8 +136,9 @@ def running_hub(project: str, workspaces: Path, swarm: bool = False):
         hub.wait_up()
         yield hub
     finally:
-        hub.compose("down", "-v", "--remove-orphans", check=False)
+        # Users' containers first: they are on the hub's network, which `down` removes only once they are gone.
         remove_everything_of(project)
+        hub.compose("down", "-v", "--remove-orphans", check=False)
         client = docker_client()
         for image in client.images.list(filters={"label": "persistent-notebooks.hub-user-of"}):
             with contextlib.suppress(docker.errors.APIError):  # another hub's, still in use

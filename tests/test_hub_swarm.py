@@ -18,16 +18,22 @@ def swarm_state() -> str:
 
 @pytest.fixture(scope="module")
 def swarm():
-    """A one-node swarm of the test's own; the engine is left as it was found (no swarm)."""
+    """A one-node swarm of the test's own; the engine is left as it was found (no swarm, no docker_gwbridge)."""
     if swarm_state() != "inactive":
         pytest.skip(f"this engine is in a swarm already ({swarm_state()}): the test makes a swarm of its own "
                     "and leaves it, so it runs only on an engine in none")
+    client = docker_client()
+    had_gwbridge = bool(client.networks.list(names=["docker_gwbridge"]))
     subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True, capture_output=True)
     try:
         yield
     finally:
         subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
         wait_for(lambda: swarm_state() == "inactive", 60, "the engine to leave the test's swarm")
+        # `swarm init` made the bridge that connects overlay networks to the host; `leave` keeps it.
+        if not had_gwbridge:
+            for network in client.networks.list(names=["docker_gwbridge"]):
+                network.remove()
 
 
 @pytest.fixture(scope="module")

@@ -109,10 +109,16 @@ def show_password(args, password: str) -> None:
         print(password)
 
 
-def cmd_password(args) -> int:
-    name = accounts.check_username(args.name)
+def existing(name: str) -> str:
+    """The name, checked, of a user the hub has; AccountError otherwise."""
+    name = accounts.check_username(name)
     if api("GET", f"/users/{name}", ok404=True) is None:
         raise AccountError(f"no user {name!r}: `scripts/hub users` lists them.")
+    return name
+
+
+def cmd_password(args) -> int:
+    name = existing(args.name)
     password = new_password(args)
     set_password(name, password)
     print(f"new password for {name}", file=sys.stderr)
@@ -183,9 +189,7 @@ def cmd_users(args) -> int:
 
 
 def cmd_token(args) -> int:
-    name = accounts.check_username(args.name)
-    if api("GET", f"/users/{name}", ok404=True) is None:
-        raise AccountError(f"no user {name!r}: `scripts/hub users` lists them.")
+    name = existing(args.name)
     answer = api("POST", f"/users/{name}/tokens", {"note": "scripts/hub token"})
     print(answer["token"])
     return 0
