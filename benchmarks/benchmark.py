@@ -508,6 +508,9 @@ def run(args: argparse.Namespace) -> dict:
             while len(kernel_ids) < count:
                 kernel_ids.append(ready_kernel(stack.base_url, token))
             memory["with_kernels_mib"][str(count)] = container_memory(stack_container)
+            if count == 1:  # the keeper runs only while kernels do: what it costs then
+                keeper = process_memory(stack_container).get("kernel keeper", {"pss_mib": 0.0, "rss_mib": 0.0})
+                memory["keeper_with_a_kernel"] = {"pss_mib": keeper["pss_mib"], "rss_mib": keeper["rss_mib"]}
         top = max(int(k) for k in memory["with_kernels_mib"])
         memory["per_kernel_mib"] = (memory["with_kernels_mib"][str(top)] - memory["stack_container_mib"]) / top
         results["memory"] = memory
@@ -758,6 +761,8 @@ def table(r: dict) -> str:
         f"{mem['stack_container_mib'] / mem['floor_container_mib']:.2f} |",
         f"| everything besides Jupyter (PSS / RSS) | {mem['besides_jupyter_pss_mib']:.1f} / "
         f"{mem['besides_jupyter_rss_mib']:.1f} MiB | 0 | |",
+        f"| ... the kernel keeper, which runs only while kernels do (PSS / RSS) | "
+        f"{mem['keeper_with_a_kernel']['pss_mib']:.1f} / {mem['keeper_with_a_kernel']['rss_mib']:.1f} MiB | | |",
         *[f"| container with {n} idle kernel(s) | {v:.1f} MiB | | |" for n, v in mem["with_kernels_mib"].items()],
         f"| one idle kernel | {mem['per_kernel_mib']:.1f} MiB | | |",
         f"| reconnect + trivial execute | {fmt(r['reconnect_s']['stack'])} | {fmt(r['reconnect_s']['floor'])} | "

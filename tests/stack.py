@@ -24,7 +24,9 @@ SERVICE = "notebooks"
 SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
 HEALTHCHECK = "/usr/local/lib/persistent-notebooks/healthcheck"  # what Docker's healthcheck runs
 # Programs supervisord starts on demand (not with the container): STOPPED or EXITED is their rest.
-ON_DEMAND = ("notebook-runner",)
+sys.path.insert(0, str(REPO / "container"))
+from persistent_notebooks.programs import ON_DEMAND  # noqa: E402
+
 # The variables compose.yaml reads; a stack gets exactly the ones it is given (no user .env).
 STACK_VARIABLES = (
     "COMPOSE_PROJECT_NAME", "NOTEBOOK_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "TMUX_SESSION",

@@ -229,6 +229,44 @@ def print_while_away(stack: Stack, token: str, kernel_id: str, code: str) -> str
     return msg_id
 
 
+FAKE_RECORD = r"""
+import sys
+from persistent_notebooks import paths
+pid = int(sys.argv[1])
+paths.write_record({"kernel_id": "not-a-kernel", "kernel_name": "python3", "connection_file": "/nonexistent",
+                    "pid": pid, "pgid": pid, "start_time": paths.process_start_time(pid)})
+"""
+
+
+def test_the_keeper_runs_only_while_kernels_do(stack: Stack):
+    """The kernel keeper should run only while kernels do: started before a kernel's launch returns, gone
+    by itself after the last kernel, and started by the watchdog should a kernel be recorded without it."""
+    token = stack.token()
+    for kernel in api(stack.base_url, token, "/api/kernels"):
+        api(stack.base_url, token, f"/api/kernels/{kernel['id']}", "DELETE")
+    wait_for(lambda: stack.programs().get("kernel-keeper") in ("STOPPED", "EXITED"), 60,
+             "the keeper to exit by itself with no kernel (20 s after the last one)")
+    ok, report = stack.check_health()
+    assert ok, f"a stack with no kernel and no keeper should be healthy: {report}"
+    kernel_id = start_kernel(stack.base_url, token)
+    assert kernel_id in stack.keeper_status(), "the keeper does not follow a kernel whose launch has returned"
+    api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+    wait_for(lambda: stack.programs().get("kernel-keeper") == "EXITED", 60,
+             "the keeper to exit by itself after the last kernel")
+    assert "no kernel for 20 s: exiting" in stack.logs()
+    assert stack.check_health()[0], "the stack is not healthy after the keeper exited by itself"
+    # A kernel recorded while no keeper runs (a launch racing the keeper's exit): the watchdog starts one.
+    pid = stack.exec("sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!").stdout.strip()
+    try:
+        stack.exec("/opt/venv/bin/python", "-c", FAKE_RECORD, pid)
+        wait_for(lambda: stack.programs().get("kernel-keeper") == "RUNNING", 30,
+                 "the watchdog to start the keeper for a running kernel")
+        assert "not running while 1 kernel(s) run: starting it" in stack.logs()
+    finally:
+        stack.exec("rm", "-f", f"{KERNELS}/not-a-kernel.json")
+        stack.exec("kill", pid, check=False)
+
+
 def test_a_killed_keeper_tells_the_next_client_what_was_lost(stack: Stack):
     """Output kept while away and lost with a kill -9 of the keeper should be announced to the next client."""
     token = stack.token()

@@ -162,3 +162,8 @@ def process_start_time(pid: int) -> int | None:
 def kernel_alive(record: dict) -> bool:
     pid = record.get("pid")
     return bool(pid) and process_start_time(pid) == record.get("start_time")
+
+
+def live_records() -> list[dict]:
+    """The records of kernels that are running (a record outlives its kernel until its owner sees it)."""
+    return [record for record in all_records() if kernel_alive(record)]

@@ -1,7 +1,8 @@
 """The kernel keeper's wire protocol, and the Jupyter messages it makes (stdlib only).
 
 On the keeper's unix socket (run/keeper.sock, private) each frame is a 4-byte big-endian length and
-a JSON object. Requests: `{"op": "ack"|"fetch"|"watch"|"forget"|"status", "kernel_id": ..., "id": N}`;
+a JSON object. Requests: `{"op": "ack"|"fetch"|"watch"|"forget"|"status"|"ping", "kernel_id": ..., "id": N}`
+("ping": a kernel is about to be launched, stay);
 a request with an `id` gets a reply with the same `id`, which may announce `payload` bytes that follow
 it: messages packed as a frame count, then each frame as a length and its bytes.
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import time
 
-from .. import paths
+from .. import paths, programs
 from ..runner.records import ACTIVE, active_by_kernel, all_runs, describe, read_run  # noqa: F401
 
 START_TIMEOUT = 20.0
@@ -41,11 +40,10 @@ def _ask(request: dict, timeout: float) -> dict:
 
 def start_runner() -> None:
     """Ask supervisord to start the runner (it is not started with the container, and ends when idle)."""
-    result = subprocess.run(["supervisorctl", "-c", paths.SUPERVISORD_CONF, "start", "notebook-runner"],
-                            capture_output=True, text=True, timeout=30)
-    out = (result.stdout + result.stderr).strip()
-    if result.returncode != 0 and "already started" not in out:
-        raise RunsError(f"could not start the notebook runner: {out} (see `docker compose logs notebooks`)")
+    try:
+        programs.start(programs.RUNNER, timeout=30)
+    except programs.ProgramError as exc:
+        raise RunsError(f"could not start the notebook runner: {exc} (see `docker compose logs notebooks`)") from None
 
 
 def request(op: str, timeout: float = 120, **fields) -> dict:

@@ -11,6 +11,10 @@ NOTEBOOK_AWAY_BUFFER per kernel (oldest first out, counted). A client that conne
 On SIGTERM (the container stops: supervisord stops Jupyter first, then this) it shuts every
 kernel down cleanly through its control channel, and ends what is left of each process group.
 
+It runs only while kernels do: the Jupyter server starts it (through supervisord) before it launches
+a kernel, and it exits by itself once it has followed no kernel, and been asked nothing but its
+status, for IDLE_EXIT seconds; an idle stack pays nothing for it.
+
 What is kept of each kernel, and how it is bounded: buffer.py. The protocol on its unix socket (in
 the private run/ folder): wire.py. The Jupyter server's side of it: client.py.
 
@@ -20,12 +24,14 @@ the private run/ folder): wire.py. The Jupyter server's side of it: client.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import struct
 import sys
+import time
 from pathlib import Path
 
 import zmq
@@ -37,6 +43,7 @@ from .buffer import OutputBuffer
 
 log = logging.getLogger("kernel-keeper")
 SHUTDOWN_WAIT = 8.0  # seconds a kernel gets to exit after a shutdown_request, then SIGTERM, then SIGKILL
+IDLE_EXIT = 20.0  # seconds with no kernel to follow and no request (but status), then the keeper exits
 
 
 class KernelOutput(OutputBuffer):
@@ -104,6 +111,7 @@ class Keeper:
         self.limit = settings.away_buffer()
         self.kernels: dict[str, KernelOutput] = {}
         self.stopping = asyncio.Event()
+        self.last_request = time.monotonic()
 
     # --- kernels -----------------------------------------------------------------------------
 
@@ -156,7 +164,11 @@ class Keeper:
     def handle(self, request: dict) -> tuple[dict, bytes | None]:
         op, kernel_id = request.get("op"), request.get("kernel_id", "")
         kernel = self.kernels.get(kernel_id)
-        if op == "ack":
+        if op != "status":  # the watchdog's probe does not keep an idle keeper alive
+            self.last_request = time.monotonic()
+        if op == "ping":  # a kernel is about to be launched
+            pass
+        elif op == "ack":
             if kernel:
                 kernel.ack(request["msg_id"])
         elif op == "fetch":
@@ -176,7 +188,7 @@ class Keeper:
 
     async def shutdown_kernels(self) -> None:
         """Shut every recorded kernel down cleanly (control channel), then end what is left."""
-        records = [r for r in paths.all_records() if paths.kernel_alive(r)]
+        records = paths.live_records()
         if not records:
             return
         log.info("shutting down %d kernel(s)", len(records))
@@ -208,14 +220,22 @@ class Keeper:
             control.close()
         log.info("kernels shut down: %d cleanly, %d forced", clean, len(left))
 
-    async def run(self) -> None:
-        paths.private_dir(paths.RUN_DIR)
+    def idle(self) -> bool:
+        return not self.kernels and time.monotonic() - self.last_request > IDLE_EXIT
+
+    async def listen(self) -> asyncio.AbstractServer:
+        """Serve the socket, then follow every running kernel (recorded before the socket was there)."""
         paths.KEEPER_SOCKET.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(self.serve, path=str(paths.KEEPER_SOCKET))
         os.chmod(paths.KEEPER_SOCKET, 0o600)
-        for record in paths.all_records():
-            if paths.kernel_alive(record):
+        for record in paths.live_records():
+            if record["kernel_id"] not in self.kernels:
                 self.watch(record["kernel_id"], recovering=True)
+        return server
+
+    async def run(self) -> None:
+        paths.private_dir(paths.RUN_DIR)
+        server = await self.listen()
         for marker in paths.KEEPER_PENDING_DIR.glob("*") if paths.KEEPER_PENDING_DIR.is_dir() else []:
             if marker.name not in self.kernels:
                 marker.unlink(missing_ok=True)  # of a kernel that ended meanwhile
@@ -224,7 +244,18 @@ class Keeper:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        await self.stopping.wait()
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            if self.idle():
+                # Gone from the socket first, then a last look: a kernel recorded after that finds no
+                # keeper, and its server starts a new one (supervisord does once this one has exited).
+                server.close()
+                paths.KEEPER_SOCKET.unlink(missing_ok=True)
+                if not paths.live_records():
+                    log.info("no kernel for %.0f s: exiting (the next kernel starts the keeper again)", IDLE_EXIT)
+                    return
+                server = await self.listen()
         server.close()
         await self.shutdown_kernels()
 

@@ -1,5 +1,6 @@
-"""The kernel keeper's clients: the Jupyter server's (asyncio, one connection per server process) and a
-one-shot status request for programs without an event loop. The protocol: ../wire.py.
+"""The kernel keeper's clients: the Jupyter server's (asyncio, one connection per server process; it
+also starts the keeper, which runs only while kernels do) and a one-shot status request for programs
+without an event loop. The protocol: ../wire.py.
 
     python -m persistent_notebooks.keeper.client     the keeper's status as JSON
 """
@@ -12,10 +13,11 @@ import json
 import logging
 import struct
 
-from .. import paths, wire
+from .. import paths, programs, wire
 
 log = logging.getLogger("persistent_notebooks")
 TIMEOUT = 2.0
+START_TIMEOUT = 30.0  # seconds for a keeper started on demand to answer (a busy machine starts Python slowly)
 
 
 class KeeperClient:
@@ -53,6 +55,9 @@ class KeeperClient:
             writer.close()
             if self.writer is writer:
                 self.writer = None
+                for future in self.pending.values():  # asked of a keeper that has gone: no answer comes
+                    if not future.done():
+                        future.set_exception(ConnectionError("the kernel keeper closed the connection"))
 
     async def request(self, op: str, **fields) -> tuple[dict, bytes]:
         writer = await self._connection()
@@ -82,6 +87,30 @@ class KeeperClient:
         except RuntimeError:
             return
         asyncio.ensure_future(send())
+
+    async def ensure_running(self) -> bool:
+        """Before a kernel is launched: make sure the keeper runs (a ping also keeps an idle one from
+        exiting); when none answers, have supervisord start one and wait until it answers."""
+        loop = asyncio.get_running_loop()
+        deadline, asked = loop.time() + START_TIMEOUT, 0.0
+        while True:
+            try:
+                await self.request("ping")
+                return True
+            except (TimeoutError, OSError) as exc:
+                problem = exc
+            now = loop.time()
+            if now > deadline:
+                log.warning("the kernel keeper did not answer within %.0f s (%s): output printed while no "
+                            "client is connected is not kept for this kernel until it does", START_TIMEOUT, problem)
+                return False
+            if now - asked > 0.5:  # again while an exiting keeper is still being replaced
+                asked = now
+                try:
+                    await loop.run_in_executor(None, programs.start, programs.KEEPER)
+                except programs.ProgramError as exc:
+                    log.warning("%s", exc)
+            await asyncio.sleep(0.05)
 
     async def fetch(self, kernel_id: str, after: str | None = None) -> list[list[bytes]]:
         """The kept output of a kernel: everything not yet delivered, or what came after msg_id `after`."""

@@ -26,7 +26,7 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from traitlets import default
 
-from .. import paths
+from .. import paths, programs
 from ..keeper.client import KEEPER, status_sync
 from .sessions import repair_sessions_db
 
@@ -60,6 +60,9 @@ class PersistentProvisioner(LocalProvisioner):
         return kwargs
 
     async def launch_kernel(self, cmd, **kwargs):
+        # The keeper runs only while kernels do: started (if need be) while the kernel starts, and
+        # answering before the kernel's record is written (a new keeper reads the records it finds).
+        keeper = asyncio.ensure_future(KEEPER.ensure_running())
         output = _kernel_output()
         if output is not None:
             kwargs.setdefault("stdout", output)
@@ -75,6 +78,7 @@ class PersistentProvisioner(LocalProvisioner):
         except OSError as exc:
             self.log.warning("could not raise the kernel's oom_score_adj: %s", exc)
         self.start_time = paths.process_start_time(self.pid)
+        await keeper
         self._write_record()
         return info
 
@@ -195,6 +199,11 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         except (OSError, ValueError, KeyError) as exc:
             self.log.warning("kernel keeper not reachable (%s): adopted kernels start as 'idle'", exc)
             states = {}
+            if any(paths.kernel_alive(record) for record in records):
+                try:  # (the watchdog would too, within seconds)
+                    programs.start(programs.KEEPER)
+                except programs.ProgramError as error:
+                    self.log.warning("%s", error)
         for record in records:
             kernel_id = record["kernel_id"]
             if not paths.kernel_alive(record):

@@ -6,11 +6,13 @@ RUNNING while dead to its clients. A thread of supervisord probes Jupyter's /api
 server's token) and the kernel keeper's socket every INTERVAL seconds (every second while something is
 wrong); a program that has failed its probes for HANG_AFTER seconds (and at least FAILURES times) is
 killed with SIGKILL, and supervisord starts a new one: a new server adopts the running kernels, a new
-keeper follows them again. Only a RUNNING program (past its startsecs) is ever killed.
+keeper follows them again. Only a RUNNING program (past its startsecs) is ever killed. The keeper runs
+only while kernels do (programs.py): should it be missing while one runs, the watchdog starts it.
 
 A program that reaches FATAL (it could not be started startretries times) would leave the container
 running but broken, "unhealthy" forever: Docker does nothing about that. So on PROCESS_STATE_FATAL
-supervisord shuts down; the container exits and Docker's restart policy starts it afresh.
+supervisord shuts down; the container exits and Docker's restart policy starts it afresh. Not for a
+program started on demand: its next start is tried again (a restart would end every kernel).
 
 Being a thread of supervisord (not an event listener of its own) costs no resident Python process and
 no listener protocol; it reads supervisord's process table directly (see tests/test_patches.py).
@@ -29,7 +31,7 @@ from pathlib import Path
 from supervisor import events
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
-from .. import paths, settings, wire
+from .. import paths, programs, settings, wire
 from .health import write_health
 
 INTERVAL = 5.0  # seconds between probes while all is well
@@ -37,8 +39,8 @@ RETRY = 1.0  # ... while something is wrong (so health comes back quickly)
 PROBE_TIMEOUT = 4.0
 FAILURES = 3
 HANG_AFTER = 10.0  # seconds of failed probes, at least FAILURES of them, before a program is killed
-# Programs started on demand: one that cannot start breaks one request, not the container.
-ON_DEMAND = ("notebook-runner",)
+# Programs started on demand (programs.py): one that cannot start breaks one request, not the container.
+ON_DEMAND = programs.ON_DEMAND
 
 
 def log(message: str) -> None:
@@ -83,11 +85,17 @@ def session_attached(pid: int) -> bool:
         return False
 
 
-class Watched:
-    """One supervised program probed on every round: killed once it has failed long enough in a row."""
+def kernels_running() -> int:
+    return len(paths.live_records())
 
-    def __init__(self, program: str, what: str, probe) -> None:
-        self.program, self.what, self.probe = program, what, probe
+
+class Watched:
+    """One supervised program probed on every round: killed once it has failed long enough in a row.
+    One started on demand (`needed`: how many things need it now) is fine when it is not running and
+    nothing needs it; when something does, the watchdog starts it."""
+
+    def __init__(self, program: str, what: str, probe, needed=None) -> None:
+        self.program, self.what, self.probe, self.needed = program, what, probe, needed
         self.pid: int | None = None
         self.failures, self.failing_since = 0, 0.0
 
@@ -105,6 +113,15 @@ class Watched:
             return None if self.probe() is None else f"{self.what} is starting"
         if process.state != ProcessStates.RUNNING:
             self.reset()
+            needed = self.needed() if self.needed is not None else None
+            if needed == 0:
+                return None  # ended by itself with nothing to do, or not started yet
+            if needed and process.state in (ProcessStates.STOPPED, ProcessStates.EXITED):
+                log(f"{self.what} is not running while {needed} kernel(s) run: starting it")
+                try:
+                    programs.start(self.program)
+                except programs.ProgramError as exc:
+                    log(str(exc))
             return f"{self.what} is {getProcessStateDescription(process.state)}"
         pid = process.pid
         if pid != self.pid:
@@ -131,7 +148,7 @@ class Watchdog:
     def __init__(self, supervisord) -> None:
         self.supervisord = supervisord
         self.watched = [Watched("jupyter", "Jupyter", probe_jupyter),
-                        Watched("kernel-keeper", "the kernel keeper", probe_keeper)]
+                        Watched(programs.KEEPER, "the kernel keeper", probe_keeper, needed=kernels_running)]
         self.wake = threading.Event()
 
     def start(self) -> None:
