@@ -44,19 +44,31 @@ def first_200(base_url: str, token: str, started: float, timeout: float = 120) -
     return time.monotonic() - started
 
 
+def docker_time(attrs: dict, key: str = "StartedAt") -> float:
+    """A container's State time (RFC 3339 with nanoseconds, UTC) as seconds since the epoch."""
+    whole, _, fraction = attrs["State"][key].rstrip("Z").partition(".")
+    return datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp() + float(f"0.{fraction or 0}")
+
+
 def since_container_start(attrs: dict) -> float:
     """Seconds from the container's start (Docker's State.StartedAt) to now: in-container start-up."""
-    stamp = attrs["State"]["StartedAt"]  # RFC 3339 with nanoseconds, UTC
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    started = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp() + float(f"0.{fraction or 0}")
-    return time.time() - started
+    return time.time() - docker_time(attrs)
+
+
+def check_cost(client: docker.DockerClient, stack: Stack) -> float:
+    """Seconds from the one-shot check container's start to the stack container's start (what the check
+    adds to `docker compose up -d`: its start, its run, its exit, compose noticing)."""
+    check = client.containers.get(stack.compose("ps", "-a", "-q", "check").stdout.strip())
+    return docker_time(stack.inspect()) - docker_time(check.attrs)
 
 
 class Floor:
     """The same image with only the Jupyter server: no tini, supervisord, tmux or healthcheck.
 
-    app "server" is bare `jupyter server` (no extension); "lab" is stock `jupyter lab`, which serves
-    the UI the stack's URL opens (JupyterLab's server extension, as the stack loads it).
+    app "server" is bare `jupyter server` (no configuration, no extension); "lab" is stock `jupyter lab`
+    as `pip install jupyterlab` leaves it, which serves the UI the stack's URL opens: the server
+    extensions its packages enable (JupyterLab, LSP, terminals, notebook-shim), none of this project's
+    configuration (/etc/jupyter hidden).
     """
 
     def __init__(self, client: docker.DockerClient, image: str, app: str = "server") -> None:
@@ -67,7 +79,8 @@ class Floor:
         self.container = client.containers.run(
             image, [app, *FLOOR_ARGS[1:]], entrypoint=["jupyter"], detach=True, healthcheck={"test": ["NONE"]},
             # Stock Jupyter: none of the image's settings (kernel adoption, kept output, token file).
-            environment={"JUPYTER_TOKEN": self.token, "JUPYTER_NO_CONFIG": "1"},
+            environment={"JUPYTER_TOKEN": self.token, **({} if app == "lab" else {"JUPYTER_NO_CONFIG": "1"})},
+            tmpfs={"/etc/jupyter": ""} if app == "lab" else {},
             ports={"8888/tcp": ("127.0.0.1", self.port)},
             labels={"persistent-notebooks.benchmark": "floor"},
         )
@@ -248,7 +261,7 @@ def replay_time(stack: Stack, token: str, lines: int) -> tuple[float, int]:
     with KernelConnection(stack.base_url, token, kernel_id) as away:
         msg_id = away.submit(f"import time\ntime.sleep(0.5)\nfor i in range({lines}):\n    print(i, flush=True)")
         away.follow(msg_id, seconds=0.2)
-    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 300, "the prints", interval=0.2)
+    stack.wait_kernel_idle(kernel_id, 300, msg_id)
     started = time.monotonic()
     with KernelConnection(stack.base_url, token, kernel_id, timeout=300) as back:
         got = back.follow(msg_id)
@@ -340,7 +353,7 @@ def replay_after_keeper_kill(stack: Stack, token: str, lines: int) -> dict:
     with KernelConnection(stack.base_url, token, kernel_id) as away:
         msg_id = away.submit(f"import time\ntime.sleep(0.5)\nfor i in range({lines}):\n    print(i, flush=True)")
         away.follow(msg_id, seconds=0.2)
-    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 300, "the prints", interval=0.2)
+    stack.wait_kernel_idle(kernel_id, 300, msg_id)
     keeper = stack.program_pid("kernel-keeper")
     stack.exec("kill", "-KILL", str(keeper))
     wait_for(lambda: stack.program_pid("kernel-keeper") not in (0, keeper), 60, "a new keeper", interval=0.2)
@@ -442,7 +455,7 @@ def run(args: argparse.Namespace) -> dict:
 
         # 1. start-up
         up_healthy, up_200, floor_200, up_inside, floor_inside = [], [], [], [], []
-        lab_200, lab_inside = [], []
+        lab_200, lab_inside, up_check = [], [], []
         for i in range(runs):
             progress(f"start-up {i + 1}/{runs}: stack")
             stack = new_stack()
@@ -451,6 +464,7 @@ def run(args: argparse.Namespace) -> dict:
             token = stack.variables["JUPYTER_TOKEN"]
             up_200.append(first_200(stack.base_url, token, started))
             up_inside.append(since_container_start(stack.inspect()))
+            up_check.append(check_cost(client, stack))
             stack.wait_healthy()
             up_healthy.append(time.monotonic() - started)
             if i < runs - 1:
@@ -475,6 +489,7 @@ def run(args: argparse.Namespace) -> dict:
                                 "floor_to_first_200": summary(floor_200),
                                 "ratio_first_200": statistics.median(up_200) / statistics.median(floor_200),
                                 "stack_container_start_to_first_200": summary(up_inside),
+                                "check_container_start_to_stack_start": summary(up_check),
                                 "floor_container_start_to_first_200": summary(floor_inside),
                                 "ratio_container_start_to_first_200":
                                     statistics.median(up_inside) / statistics.median(floor_inside),
@@ -749,6 +764,8 @@ def table(r: dict) -> str:
         f"| container start to first 200 | {fmt(r['startup_s']['stack_container_start_to_first_200'])} | "
         f"{fmt(r['startup_s']['floor_container_start_to_first_200'])} | "
         f"{r['startup_s']['ratio_container_start_to_first_200']:.2f} |",
+        f"| ... of the command: the one-shot check (its start to the stack container's start) | "
+        f"{fmt(r['startup_s']['check_container_start_to_stack_start'])} | | |",
         f"| ... floor with JupyterLab (`jupyter lab`): command / container start to first 200 | | "
         f"{fmt(r['startup_s']['lab_floor_to_first_200'])} / "
         f"{fmt(r['startup_s']['lab_floor_container_start_to_first_200'])} | "

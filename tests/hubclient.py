@@ -5,6 +5,7 @@ server's REST API and kernels through the hub's proxy."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -47,8 +48,15 @@ class HubUser:
                                 headers={"Authorization": f"token {self.token}"}, **kwargs)
 
     def start_server(self, timeout: float = 240) -> None:
+        """Start the server and follow its progress events through the proxy until `ready`, as the hub's
+        "Your server is starting up" page does (which then goes on to the server)."""
         answer = self.hub_api("POST", f"/users/{self.name}/server")
         assert answer.status_code in (201, 202, 400), f"the hub did not start {self.name}'s server: {answer.text}"
+        progress = requests.get(f"{self.base_url}/hub/api/users/{self.name}/server/progress", timeout=timeout,
+                                headers={"Authorization": f"token {self.token}"})
+        events = [json.loads(line[5:]) for line in progress.text.splitlines() if line.startswith("data:")]
+        assert progress.status_code == 200 and events and events[-1].get("ready"), \
+            f"the start's progress events did not end ready: {progress.status_code} {progress.text[-600:]!r}"
         wait_for(lambda: self.server_api("GET", "/api/status").status_code == 200, timeout,
                  f"{self.name}'s server to answer through the hub")
 

@@ -46,7 +46,7 @@ def test_output_while_away_after_the_cell_ended(stack: Stack, kernel: str):
     """A new session that connects after the cell ended should get every line and the idle status."""
     token = stack.token()
     msg_id, seen, _ = run_then_drop(stack, kernel, 1)
-    stack.wait_kernel_idle(kernel, 60)
+    stack.wait_kernel_idle(kernel, 60, msg_id)
     with KernelConnection(stack.base_url, token, kernel) as b:
         later = b.follow(msg_id)
     assert later["idle"], "the cell's idle status was not delivered"
@@ -95,8 +95,7 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     msg_id = a.submit(f"for i in range({lines}):\n    print(f'{{i:09d}} ' + 'y' * 50)\n")
     a.follow(msg_id, seconds=0.5)  # the cell runs; then the client goes
     a.close()
-    wait_for(lambda: stack.keeper_status()[kernel_id]["execution_state"] == "idle", 120,
-             "the kernel to print it all", interval=0.5)
+    stack.wait_kernel_idle(kernel_id, 120, msg_id)
     after = stack.rss_kib(jupyter)
     # What the keeper holds, by its own count: the keeper's RSS cannot tell (it grows by 15-20 MiB of
     # transient allocations passing 12 MB through, bounded or not: measured with the bound removed).

@@ -224,8 +224,7 @@ def print_while_away(stack: Stack, token: str, kernel_id: str, code: str) -> str
                                f"while not os.path.exists({flag!r}):\n    time.sleep(0.05)\n{code}")
         wait_for(lambda: "waiting" in client.follow(msg_id, seconds=0.5)["stdout"], 30, "the cell to start")
     stack.exec("touch", flag)
-    wait_for(lambda: stack.keeper_status().get(kernel_id, {}).get("execution_state") == "idle", 60,
-             "the cell to end")
+    stack.wait_kernel_idle(kernel_id, 60, msg_id)
     return msg_id
 
 

@@ -290,7 +290,7 @@ def test_out_of_memory_takes_a_kernel_not_jupyter(make_stack):
         msg_id = c.submit("import time\nline = 'x' * 1023 + chr(10)\nfor _ in range(512):\n"
                           "    print(line * 512, end='')\n    time.sleep(0.01)")
         c.follow(msg_id, seconds=0.5)
-    wait_for(lambda: stack.keeper_status()[chatty]["execution_state"] == "idle", 300, "the chatty cell to end")
+    stack.wait_kernel_idle(chatty, 300, msg_id)
     assert stack.exec("kill", "-0", pid_chatty, check=False).returncode == 0, "the chatty kernel was killed"
     rss = stack.rss_kib(int(pid_chatty))
     assert rss < 200 * 1024, f"the chatty kernel kept what it printed: {rss // 1024} MiB after 256 MiB printed"

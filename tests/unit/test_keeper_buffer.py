@@ -108,7 +108,8 @@ def test_a_message_bigger_than_the_buffer_keeps_its_end():
 
 
 def test_tracks_busy_and_idle_but_not_from_kernel_info():
-    """The execution state should follow status messages, except those of requests that do not run code."""
+    """The execution state (and the cell it is of) should follow status messages, except those of
+    requests that do not run code."""
     kept = buffer()
     kept.add(message("status", {"execution_state": "busy"}))
     assert kept.execution_state == "busy"
@@ -119,6 +120,9 @@ def test_tracks_busy_and_idle_but_not_from_kernel_info():
     assert kept.execution_state == "busy", "a kernel_info reply's idle must not make a busy kernel idle"
     kept.add(message("status", {"execution_state": "idle"}))
     assert kept.execution_state == "idle"
+    assert kept.status()["state_of"] == "cell-1", "the state should name the cell it is of"
+    kept.add(message("status", {"execution_state": "busy"}, cell="cell-2"))
+    assert (kept.execution_state, kept.state_of) == ("busy", "cell-2")
 
 
 def test_nothing_kept_when_off():

@@ -37,6 +37,7 @@ class OutputBuffer:
         self.dropped = self.dropped_bytes = 0
         self.pending_ack: str | None = None  # acknowledged before this keeper received it
         self.execution_state = "unknown"
+        self.state_of = ""  # the msg_id of the request whose status set execution_state (its cell)
         self.last_message = time.time()
         self.marked = False
         self.marked_parent = b""  # the parent header the marker holds
@@ -64,6 +65,7 @@ class OutputBuffer:
             parent = json.loads(frames[i + 3])
             if parent.get("msg_type") not in UNTRACKED_PARENTS:
                 self.execution_state = json.loads(frames[i + 5]).get("execution_state", self.execution_state)
+                self.state_of = parent.get("msg_id", "")
         if self.limit <= 0:  # NOTEBOOK_AWAY_BUFFER=0: keep nothing
             return
         if msg_id == self.pending_ack:  # a client already has it, and everything before it
@@ -162,4 +164,5 @@ class OutputBuffer:
 
     def status(self) -> dict:
         return {"kept_messages": len(self.messages), "kept_bytes": self.size, "dropped": self.dropped,
-                "execution_state": self.execution_state, "last_message": self.last_message}
+                "execution_state": self.execution_state, "state_of": self.state_of,
+                "last_message": self.last_message}

@@ -29,7 +29,8 @@ from .coalesce import Coalescer, coalesce
 
 ACK_DELAY = 0.25
 PING_PREFIX = b"pn-ack-"
-CATCH_UP = 2.0  # seconds to wait for the keeper to have the first live message
+CATCH_UP = 2.0  # seconds the keeper may make no progress towards the first live message, then live
+CATCH_UP_MAX = 15.0  # ... and in all (meanwhile live messages wait in the server's memory)
 REPLAYED_FOR = 30.0
 DELIM = b"<IDS|MSG>"
 KEEPING = settings.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
@@ -207,20 +208,26 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                               len(kept), self.kernel_id)
             last = self._send_all(kept, sent)
             # Catch up with the live stream: wait for its first message, then send what the keeper
-            # has between the replay and that message.
+            # has between the replay and that message, as it comes (during a flood the keeper may be
+            # seconds behind the live stream: it is waited for as long as it makes progress).
             await self._held_event.wait()
             first = self._held[0][0]
-            deadline = asyncio.get_running_loop().time() + CATCH_UP
+            loop = asyncio.get_running_loop()
+            deadline, end = loop.time() + CATCH_UP, loop.time() + CATCH_UP_MAX
             # Only while no other client connects: another client's acknowledgements let the keeper
             # drop what it delivered, so the keeper's record could no longer meet the live stream.
             while first not in sent and first is not None and self._alone():
-                more = await KEEPER.fetch(self.kernel_id, after=last)
+                more = [m for m in await KEEPER.fetch(self.kernel_id, after=last) if msg_id_of(m) not in sent]
                 ids = [msg_id_of(m) for m in more]
                 if first in ids:
                     last = self._send_all(more[:ids.index(first)], sent) or last
                     break
-                if asyncio.get_running_loop().time() > deadline:
-                    self.log.warning("kernel keeper lags behind kernel %s; going live", self.kernel_id)
+                if more:
+                    last = self._send_all(more, sent) or last
+                    deadline = loop.time() + CATCH_UP
+                if loop.time() > min(deadline, end):
+                    self.log.warning("kernel keeper still behind kernel %s's live output (no progress for %.0f s, "
+                                     "or %.0f s in all); going live", self.kernel_id, CATCH_UP, CATCH_UP_MAX)
                     break
                 await asyncio.sleep(0.02)
         except asyncio.CancelledError:
