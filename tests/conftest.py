@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,10 @@ from pathlib import Path
 
 import pytest
 from kernelclient import shutdown_kernel, start_kernel
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from stack import COMPOSE_FILE, STACK_VARIABLES, Stack, owned_folder
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -148,3 +153,44 @@ def own_stack(test_image: str, env_file: Path, tmp_path_factory, name: str, unse
         yield stack
     finally:
         stack.down()
+
+
+# --- a real browser (JupyterLab's and the hub's pages) ----------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("chromium and chromedriver are needed: scripts/test installs them (Debian's chromium, "
+                    "chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(driver, path):
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            driver.save_screenshot(str(path))
+            note = f"(screenshot of the page: {path})"
+        except WebDriverException as shot:
+            note = f"(no screenshot: {shot.msg})"
+        if isinstance(exc, AssertionError | TimeoutError):
+            raise type(exc)(f"{exc} {note}") from exc
+        raise
+
+
+def css(driver, selector: str) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, selector)

@@ -7,56 +7,16 @@ where missing). On failure a screenshot of the page is kept; its path is in the 
 from __future__ import annotations
 
 import re
-import shutil
-from contextlib import contextmanager
 
-import pytest
+from conftest import css, screenshot_on_failure
 from kernelclient import api
 from selenium import webdriver
 from selenium.common.exceptions import ElementClickInterceptedException, WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from stack import Stack, wait_for
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 LONG_CELL = "import time\nfor i in range(1200):\n    print(i, flush=True)\n    time.sleep(0.5)"
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail("chromium and chromedriver are needed: scripts/test installs them (Debian's chromium, "
-                    "chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@contextmanager
-def screenshot_on_failure(driver, path):
-    try:
-        yield
-    except BaseException as exc:
-        try:
-            driver.save_screenshot(str(path))
-            note = f"(screenshot of the page: {path})"
-        except WebDriverException as shot:
-            note = f"(no screenshot: {shot.msg})"
-        if isinstance(exc, AssertionError | TimeoutError):
-            raise type(exc)(f"{exc} {note}") from exc
-        raise
-
-
-def css(driver, selector: str) -> list:
-    return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
 def cell_output(driver, index: int) -> str:

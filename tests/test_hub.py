@@ -12,6 +12,7 @@ import sys
 
 import docker.errors
 import pytest
+from conftest import css, screenshot_on_failure
 from hubclient import Hub, HubUser, running_hub
 from kernelclient import KernelConnection
 from stack import REPO, SUPERVISORCTL, docker_client, wait_for
@@ -39,10 +40,26 @@ def alice(hub: Hub) -> HubUser:
     return user
 
 
-def test_users_log_in_and_cannot_reach_each_other(hub: Hub, alice: HubUser):
-    """Each user should log in through the hub's form, get a server of this image, and not reach another's."""
+def start_in_a_browser(driver, hub: Hub, name: str) -> None:
+    """As a user does it: the login form, Start My Server on the hub's home page, then the "Your server is
+    starting up" page, which should go on to JupyterLab by itself once the server is ready."""
+    driver.get(f"{hub.base_url}/hub/login")
+    wait_for(lambda: css(driver, "#username_input"), 30, "the hub's login form")
+    css(driver, "#username_input")[0].send_keys(name)
+    css(driver, "#password_input")[0].send_keys(hub.passwords[name])
+    css(driver, "#login_submit")[0].click()
+    wait_for(lambda: css(driver, "#start"), 30, f"the hub's home page with Start My Server ({driver.current_url})")
+    css(driver, "#start")[0].click()
+    wait_for(lambda: f"/user/{name}/lab" in driver.current_url and css(driver, ".jp-LauncherCard"), 240,
+             f"the starting page to go on to JupyterLab by itself (now at {driver.current_url})")
+
+
+def test_users_log_in_and_cannot_reach_each_other(hub: Hub, alice: HubUser, browser, tmp_path):
+    """Each user should log in through the hub's form, get a server of this image (Bob's first start in a
+    real browser ending in JupyterLab), and not reach another's."""
+    with screenshot_on_failure(browser, tmp_path / "hub.png"):
+        start_in_a_browser(browser, hub, "bob")
     bob = hub.logged_in("bob")
-    bob.start_server()
     for user in (alice, bob):
         container = hub.user_container(user.name)
         assert container.image.labels.get("org.opencontainers.image.title") == "persistent-notebooks", container.image
