@@ -9,18 +9,19 @@ server crashes and container restarts. One subpackage per process, so that what 
                kernels that outlive it and are adopted again, the kernel websocket that sends kept
                output first and coalesces streams, atomic saves, environments as kernelspecs, the
                sessions database repair, the token mask of its logs;
-- keeper/      the kernel keeper (supervisord's `kernel-keeper`): each kernel's output while no
-               client is connected (buffer.py, pure), kernels ended cleanly at container stop; and
-               its client, which the Jupyter server uses;
+- keeper/      the kernel keeper (supervisord's `kernel-keeper`, running only while kernels do):
+               each kernel's output while no client is connected (buffer.py, pure), kernels ended
+               cleanly at container stop; and its client, which the Jupyter server uses (and which
+               starts the keeper before a kernel launches);
 - tmux/        the named tmux session kept (`tmux-session`), saved (`tmux-saver`) and rebuilt;
 - runner/      server-side notebook runs (`notebook-runner`, started on demand) and their records;
 - cli/         `notebookctl`: the one-shot check, URL, token, attach, health, env, kernels, run, runs.
 
 Shared by several: settings (the one place that reads and validates the environment), paths (the
 state volume, and the one owner of each record in it), wire (the keeper's protocol and the Jupyter
-messages it signs), environments (uv environments and .venv folders found as kernels), jupyterapi
-(the running server's REST API, for the CLI and the runner). settings, paths, wire and the
-supervisor subpackage use only the standard library (supervisord's Python has nothing else).
+messages it signs), programs (supervisord asked to start a program on demand), environments (uv environments and .venv folders found as kernels), jupyterapi
+(the running server's REST API, for the CLI and the runner). settings, paths, wire, programs and
+the supervisor subpackage use only the standard library (supervisord's Python has nothing else).
 """
 
 __version__ = "1.0.0"
