@@ -107,8 +107,14 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     assert first["msg_type"] == "stream" and "dropped" in first["content"]["text"], first
     assert "NOTEBOOK_AWAY_BUFFER" in first["content"]["text"]
     got = [int(line.split()[0]) for line in replay["stdout"].splitlines() if line[:1].isdigit()]
-    assert got and got[-1] == lines - 1, f"the newest lines are missing (last {got[-1:]})"
-    assert got == list(range(got[0], lines)), "the kept lines are not all there, in order"
+
+    def span(text: str) -> str:
+        numbers = [line.split()[0] for line in text.splitlines() if line[:1].isdigit()]
+        return f"{numbers[0]}..{numbers[-1]}" if numbers else "-"
+    received = [(m["msg_type"], len(m["content"].get("text", "")), span(m["content"].get("text", "")))
+                for m in replay["messages"]]
+    assert got and got[-1] == lines - 1, f"the newest lines are missing (last {got[-1:]}): {received}"
+    assert got == list(range(got[0], lines)), f"the kept lines are not all there, in order: {received}, {held}"
     kept_bytes = len(replay["stdout"])
     assert kept_bytes <= 2 * 2**20, f"{kept_bytes} bytes replayed, more than the buffer"
     slack_kib = 16 * 1024  # allocator and message objects on top of the buffer

@@ -107,6 +107,20 @@ def test_a_message_bigger_than_the_buffer_keeps_its_end():
     assert kept.dropped == 1
 
 
+def test_a_message_bigger_than_the_buffer_drops_all_older_output():
+    """What is kept before an oversized message is older than the part cut from it: it should go too, so
+    that the kept output is one unbroken stretch of the newest (found in CI: kept lines, a gap, the rest)."""
+    kept = buffer(limit=4096)
+    older = [line(i) for i in range(5)]
+    for frames in older:
+        kept.add(frames)
+    big = message("stream", {"name": "stdout", "text": "".join(f"{i:07d}\n" for i in range(10_000))})
+    kept.add(big)
+    got = kept.fetch(None)
+    assert [msg_id(f) for f in got[1:]] == [msg_id(big)], "older output kept beside the newest part of a later one"
+    assert "6 earlier output messages" in content(got[0])["text"], content(got[0])["text"]
+
+
 def test_tracks_busy_and_idle_but_not_from_kernel_info():
     """The execution state (and the cell it is of) should follow status messages, except those of
     requests that do not run code."""

@@ -82,6 +82,11 @@ class OutputBuffer:
         if size > self.limit and header.get("msg_type") == "stream":
             frames = self.newest_part(frames, i)
             size = sum(len(f) for f in frames) + OVERHEAD
+            # Everything kept so far is older than the part just cut: it goes too, so that what is kept
+            # stays one unbroken stretch of the newest output (not older lines, a gap, then the rest).
+            while self.messages:
+                self.dropped += 1
+                self.dropped_bytes += self.drop_oldest() - OVERHEAD
         self.messages.append((self.seq, msg_id, frames, size))
         self.index[msg_id] = self.seq
         self.size += size
