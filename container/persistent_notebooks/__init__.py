@@ -19,8 +19,9 @@ server crashes and container restarts. One subpackage per process, so that what 
 
 Shared by several: settings (the one place that reads and validates the environment), paths (the
 state volume, and the one owner of each record in it), wire (the keeper's protocol and the Jupyter
-messages it signs), programs (supervisord asked to start a program on demand), environments (uv environments and .venv folders found as kernels), jupyterapi
-(the running server's REST API, for the CLI and the runner). settings, paths, wire, programs and
+messages it signs), programs (supervisord asked to start a program on demand), environments (uv
+environments and .venv folders found as kernels), jupyterapi (the running server's REST API, for
+the CLI and the runner). settings, paths, wire, programs and
 the supervisor subpackage use only the standard library (supervisord's Python has nothing else).
 """
 
