@@ -233,13 +233,14 @@ class Stack:
         result = self.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.keeper.client")
         return json.loads(result.stdout)["kernels"]
 
-    def wait_kernel_idle(self, kernel_id: str, timeout: float, msg_id: str) -> None:
-        """Wait until cell msg_id ends: its idle status received by the keeper (no client needed). Not
-        just "idle": a keeper behind a flood still says idle of the cell before."""
+    def wait_kernel_idle(self, kernel_id: str, timeout: float, msg_id: str | None = None) -> None:
+        """Wait until the kernel is idle as the keeper sees it (no client needed); with msg_id, until that
+        cell's own idle status has reached the keeper (a keeper behind a flood may still say idle of the
+        cell before)."""
         def ended() -> bool:
             seen = self.keeper_status()[kernel_id]
-            return seen["execution_state"] == "idle" and seen["state_of"] == msg_id
-        wait_for(ended, timeout, f"cell {msg_id} to finish (its idle status at the keeper)", interval=0.2)
+            return seen["execution_state"] == "idle" and (msg_id is None or seen["state_of"] == msg_id)
+        wait_for(ended, timeout, f"cell {msg_id or ''} to finish (idle, as the keeper sees it)", interval=0.2)
 
     def programs(self) -> dict[str, str]:
         """supervisord's state of each program (`supervisorctl status` exits non-zero while one rests)."""

@@ -63,7 +63,7 @@ def test_a_burst_while_away_is_kept_whole(stack: Stack, kernel: str, protocol):
         msg_id = first.submit(BURST_CELL.format(delay=1))
         started = first.follow(msg_id, seconds=0.5)
     assert not numbers(started["stdout"]), "the burst should begin after the client dropped"
-    stack.wait_kernel_idle(kernel, 120, msg_id)
+    stack.wait_kernel_idle(kernel, 120)
     with KernelConnection(stack.base_url, token, kernel, timeout=120, protocol=protocol) as later:
         out = later.follow(msg_id)
     got = numbers(out["stdout"])
