@@ -237,10 +237,15 @@ class Stack:
         """Wait until the kernel is idle as the keeper sees it (no client needed); with msg_id, until that
         cell's own idle status has reached the keeper (a keeper behind a flood may still say idle of the
         cell before)."""
-        def ended() -> bool:
+        self.wait_kernel_state(kernel_id, "idle", timeout, msg_id)
+
+    def wait_kernel_state(self, kernel_id: str, state: str, timeout: float, msg_id: str | None = None) -> None:
+        """Wait until the keeper's last status of the kernel is `state` (with msg_id: that cell's own)."""
+        def reached() -> bool:
             seen = self.keeper_status()[kernel_id]
-            return seen["execution_state"] == "idle" and (msg_id is None or seen["state_of"] == msg_id)
-        wait_for(ended, timeout, f"cell {msg_id or ''} to finish (idle, as the keeper sees it)", interval=0.2)
+            return seen["execution_state"] == state and (msg_id is None or seen["state_of"] == msg_id)
+        what = f"cell {msg_id}" if msg_id else f"kernel {kernel_id}"
+        wait_for(reached, timeout, f"{what} to be {state} (as the keeper sees it)", interval=0.2)
 
     def programs(self) -> dict[str, str]:
         """supervisord's state of each program (`supervisorctl status` exits non-zero while one rests)."""

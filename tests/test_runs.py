@@ -269,6 +269,10 @@ def test_a_run_waits_behind_a_cell_run_by_hand(stack: Stack):
                   {"path": "queue.ipynb", "type": "notebook", "name": "queue.ipynb", "kernel": {"name": "python3"}})
     with KernelConnection(stack.base_url, token, session["kernel"]["id"]) as client:
         hand = client.submit(wait_source("go-queue"))
+        kernel_id = session["kernel"]["id"]
+        # the hand cell must be running before the run asks: the run's request goes to the kernel directly,
+        # and one sent earlier than the hand cell's (which goes through Jupyter) would simply run first
+        stack.wait_kernel_state(kernel_id, "busy", 30, msg_id=hand)
         run_id = start_run(stack, "queue.ipynb")
         record = wait_run(stack, run_id, until=lambda r: r["state"] == "waiting")
         assert "waiting" in notebookctl(stack, "runs", "--active").stdout
