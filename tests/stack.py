@@ -241,11 +241,16 @@ class Stack:
 
     def wait_kernel_state(self, kernel_id: str, state: str, timeout: float, msg_id: str | None = None) -> None:
         """Wait until the keeper's last status of the kernel is `state` (with msg_id: that cell's own)."""
+        seen: dict = {}
+
         def reached() -> bool:
-            seen = self.keeper_status()[kernel_id]
+            seen.update(self.keeper_status()[kernel_id])
             return seen["execution_state"] == state and (msg_id is None or seen["state_of"] == msg_id)
         what = f"cell {msg_id}" if msg_id else f"kernel {kernel_id}"
-        wait_for(reached, timeout, f"{what} to be {state} (as the keeper sees it)", interval=0.2)
+        try:
+            wait_for(reached, timeout, f"{what} to be {state} (as the keeper sees it)", interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the keeper's last status of the kernel: {seen}") from None
 
     def programs(self) -> dict[str, str]:
         """supervisord's state of each program (`supervisorctl status` exits non-zero while one rests)."""
