@@ -16,7 +16,7 @@ c = get_config()  # noqa: F821 - provided by JupyterHub
 PREFIX = deployment.prefix()
 
 # --- the hub and its proxy -----------------------------------------------------------------------
-# The proxy (pure-Python configurable-http-proxy, started by the hub) listens on all of the container's
+# The proxy (configurable-http-proxy, started by the hub) listens on all of the container's
 # addresses; compose publishes it on the host's loopback only. The hub's API on the network, for servers.
 c.JupyterHub.ip = "0.0.0.0"
 c.JupyterHub.port = 8000
@@ -101,12 +101,10 @@ c.DockerSpawner.environment = {name: os.environ[name] for name in (
 # A first start builds the user's image layer and starts supervisord: give it time.
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 120
-# The pure-Python proxy passes a response on only once the target has sent all of it (it does not
-# stream) and by default gives up on a target after tornado's 20 s: the "Your server is starting up"
-# page, whose event stream ends only when the server is ready, failed on every first start (30 s
-# and more) and never went on. It now waits as long as a start may take; the page gets its events
-# at the end, and goes on to the server.
-c.ConfigurableHTTPProxy.command = [
-    "configurable-http-proxy", f"--proxy-timeout={(c.Spawner.start_timeout + c.Spawner.http_timeout + 60) * 1000}"]
+# The proxy is configurable-http-proxy as JupyterHub ships it (Node; Debian's package), started by the
+# hub with its defaults: it streams responses (the "Your server is starting up" page's events as they
+# happen, downloads of any size) and waits on a target as long as the target takes. The pure-Python
+# port buffered every response whole in memory: the page's bar stood still until the end, and a
+# download over 100 MB failed with a 503.
 # No idle culling: the hub ships none (jupyterhub-idle-culler is not installed), and each server's
 # own kernel culling is off unless JUPYTER_CULL_IDLE_TIMEOUT is set (it never culls a busy kernel).

@@ -49,14 +49,25 @@ class HubUser:
 
     def start_server(self, timeout: float = 240) -> None:
         """Start the server and follow its progress events through the proxy until `ready`, as the hub's
-        "Your server is starting up" page does (which then goes on to the server)."""
+        "Your server is starting up" page does (which then goes on to the server). Where the start is a new
+        spawn, its first event should arrive while the spawn is still pending (a proxy that buffers whole
+        responses holds every event back until the end, and the page's bar stands still)."""
         answer = self.hub_api("POST", f"/users/{self.name}/server")
         assert answer.status_code in (201, 202, 400), f"the hub did not start {self.name}'s server: {answer.text}"
-        progress = requests.get(f"{self.base_url}/hub/api/users/{self.name}/server/progress", timeout=timeout,
-                                headers={"Authorization": f"token {self.token}"})
-        events = [json.loads(line[5:]) for line in progress.text.splitlines() if line.startswith("data:")]
-        assert progress.status_code == 200 and events and events[-1].get("ready"), \
-            f"the start's progress events did not end ready: {progress.status_code} {progress.text[-600:]!r}"
+        events: list[dict] = []
+        pending_at_first_event = None
+        with requests.get(f"{self.base_url}/hub/api/users/{self.name}/server/progress", timeout=timeout,
+                          headers={"Authorization": f"token {self.token}"}, stream=True) as progress:
+            for line in progress.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if len(events) == 1:
+                        pending_at_first_event = self.hub_api("GET", f"/users/{self.name}").json()["pending"]
+            assert progress.status_code == 200 and events and events[-1].get("ready"), \
+                f"the start's progress events did not end ready: {progress.status_code} {events[-3:]}"
+        if answer.status_code == 202:
+            assert pending_at_first_event == "spawn", \
+                f"the progress events reached the client only once the start had ended: {events}"
         wait_for(lambda: self.server_api("GET", "/api/status").status_code == 200, timeout,
                  f"{self.name}'s server to answer through the hub")
 

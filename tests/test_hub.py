@@ -1,4 +1,4 @@
-"""The hub (hub/compose.yaml): a real JupyterHub, its pure-Python proxy, DockerSpawner and users' servers
+"""The hub (hub/compose.yaml): a real JupyterHub, its configurable-http-proxy, DockerSpawner and users' servers
 of this project's image, driven as users and an admin would (login form, REST API, scripts/hub).
 
 One hub for the module (project pnhubtest, a port and a workspace folder of its own); users alice and
@@ -7,11 +7,13 @@ bob are made with scripts/hub. Everything the hub made (users' containers, volum
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import sys
 
 import docker.errors
 import pytest
+import requests
 from conftest import css, screenshot_on_failure
 from hubclient import Hub, HubUser, running_hub
 from kernelclient import KernelConnection
@@ -114,6 +116,27 @@ def test_user_servers_are_hardened(hub: Hub, alice: HubUser):
     assert jupyter.stdout.strip() == "0", "the Jupyter server's environment holds the token"
     logs = hub.user_container("alice").logs().decode(errors="replace")
     assert alice.token not in logs
+
+
+def test_a_big_file_downloads_whole_through_the_hub(hub: Hub, alice: HubUser):
+    """A file bigger than a proxy's usual in-memory limit (100 MB) should download whole through the hub."""
+    size = 160 * 2**20
+    made = hub.exec_user("alice", "python3", "-c", "import hashlib, os, sys\n"
+                         "data = os.urandom(2**20) * 160\nopen('/workspace/big.bin', 'wb').write(data)\n"
+                         "print(hashlib.sha256(data).hexdigest())")
+    assert made.returncode == 0, made.stderr
+    digest, got = hashlib.sha256(), 0
+    try:
+        with requests.get(f"{alice.server_url}/files/big.bin", headers={"Authorization": f"token {alice.token}"},
+                          stream=True, timeout=120) as answer:
+            assert answer.status_code == 200, f"the download failed: {answer.status_code} {answer.text[:300]}"
+            for chunk in answer.iter_content(2**20):
+                digest.update(chunk)
+                got += len(chunk)
+    finally:
+        hub.exec_user("alice", "rm", "-f", "/workspace/big.bin")
+    assert got == size, f"the download ended after {got} of {size} bytes"
+    assert digest.hexdigest() == made.stdout.strip(), "the downloaded file differs from the user's"
 
 
 def test_bad_logins_and_names_are_refused(hub: Hub):
