@@ -13,7 +13,7 @@ import http.client
 import socket
 import xmlrpc.client
 
-SUPERVISOR_SOCKET = "/tmp/supervisor.sock"  # supervisord.conf: [unix_http_server] file
+SUPERVISOR_SOCKET = "/tmp/supervisor.sock"  # supervisord.conf's [unix_http_server] file (a unit test ties them)
 KEEPER = "kernel-keeper"
 RUNNER = "notebook-runner"
 ON_DEMAND = (KEEPER, RUNNER)

@@ -66,3 +66,20 @@ def test_health_report_is_ok_only_when_recent(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(health, "uptime", lambda: now + health.MAX_AGE + 1)
     healthy, text = health.read_health(report)
     assert not healthy and "s old" in text
+
+
+def test_supervisord_conf_and_the_code_name_the_same_socket_file_and_programs():
+    """The package should name supervisord.conf's path, socket and on-demand programs as the files do."""
+    import configparser
+
+    from persistent_notebooks import paths, programs
+
+    repo = Path(__file__).resolve().parents[2]
+    conf = configparser.RawConfigParser()
+    conf.read(repo / "supervisord.conf")
+    assert conf["unix_http_server"]["file"] == programs.SUPERVISOR_SOCKET
+    assert conf["supervisorctl"]["serverurl"] == f"unix://{programs.SUPERVISOR_SOCKET}"
+    on_demand = {s.split(":", 1)[1] for s in conf.sections()
+                 if s.startswith("program:") and conf[s].get("autostart", "true") == "false"}
+    assert on_demand == set(programs.ON_DEMAND), on_demand
+    assert f"COPY supervisord.conf {paths.SUPERVISORD_CONF}\n" in (repo / "Dockerfile").read_text()
