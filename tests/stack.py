@@ -25,7 +25,7 @@ SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.c
 HEALTHCHECK = "/usr/local/lib/persistent-notebooks/healthcheck"  # what Docker's healthcheck runs
 # Programs supervisord starts on demand (not with the container): STOPPED or EXITED is their rest.
 sys.path.insert(0, str(REPO / "container"))
-from persistent_notebooks.programs import ON_DEMAND  # noqa: E402
+from persistent_notebooks.programs import ON_DEMAND, WHEN_IDLE  # noqa: E402, F401  (WHEN_IDLE: for tests)
 
 # The variables compose.yaml reads; a stack gets exactly the ones it is given (no user .env).
 STACK_VARIABLES = (

@@ -6,7 +6,7 @@ import importlib.machinery
 import importlib.util
 from pathlib import Path
 
-from stack import REPO, Stack
+from stack import REPO, WHEN_IDLE, Stack
 
 
 def test_status_reports_a_healthy_stack(stack: Stack):
@@ -17,6 +17,9 @@ def test_status_reports_a_healthy_stack(stack: Stack):
     assert "container: healthy" in out
     for program in ("jupyter", "tmux", "tmux-session"):
         assert any(line.split()[:2] == [program, "RUNNING"] for line in out.splitlines()), out
+    for program, when_idle in WHEN_IDLE.items():  # on demand: running, or said to be at rest by design
+        line = next(line for line in out.splitlines() if line.split()[:1] == [program])
+        assert line.split()[1] == "RUNNING" or line.endswith(f"({when_idle})"), line
     assert stack.variables["TMUX_SESSION"] in out
     assert f"http://127.0.0.1:{stack.port}/?token=" in out
 

@@ -17,6 +17,8 @@ SUPERVISOR_SOCKET = "/tmp/supervisor.sock"  # supervisord.conf's [unix_http_serv
 KEEPER = "kernel-keeper"
 RUNNER = "notebook-runner"
 ON_DEMAND = (KEEPER, RUNNER)
+# What a stopped on-demand program means (scripts/status says it beside supervisord's STOPPED or EXITED).
+WHEN_IDLE = {KEEPER: "runs only while kernels do: none is running", RUNNER: "runs only while a run goes on: none is"}
 ALREADY_STARTED = 60  # supervisor.xmlrpc.Faults.ALREADY_STARTED
 
 
