@@ -38,19 +38,29 @@ def dismiss_dialogs(driver) -> None:
 
 def run_in_new_cell(driver, code: str) -> None:
     """Type code into the cell being edited and run it with Shift+Enter (JupyterLab then edits a new one)."""
-    editors = css(driver, ".jp-Notebook .jp-Cell.jp-mod-active .cm-content")
-    assert editors, "no active cell editor in the notebook"
+    blocked: list[str] = []
 
-    def clicked() -> bool:
+    def clicked():
+        editors = css(driver, ".jp-Notebook .jp-Cell.jp-mod-active .cm-content")
+        if not editors:
+            blocked[:] = ["no active cell editor in the notebook"]
+            return None
         try:
+            # In the middle of the notebook's view, not at an edge where a notification may sit.
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editors[0])
             editors[0].click()
-            return True
-        except ElementClickInterceptedException:
+            return editors[0]
+        except ElementClickInterceptedException as exc:  # says which element would receive the click
+            dialogs = [d.get_attribute("textContent") for d in css(driver, ".jp-Dialog")]
+            blocked[:] = [exc.msg.splitlines()[0], *(f"dialog: {text[:300]}" for text in dialogs)]
             dismiss_dialogs(driver)
-            return False
+            return None
 
-    wait_for(clicked, 30, "the active cell's editor to take a click (a dialog over it that would not go)")
-    editors[0].send_keys(code)
+    try:
+        editor = wait_for(clicked, 30, "the active cell's editor to take a click")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {'; '.join(blocked)}") from None
+    editor.send_keys(code)
     webdriver.ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
 
 
@@ -74,9 +84,11 @@ def test_jupyterlab_keeps_a_running_kernel_through_a_jupyter_crash(stack: Stack,
 
         wait_for(new_sessions, 60, "the new notebook's session")
         assert len(new_sessions()) == 1, f"the launcher should have made one notebook session: {new_sessions()}"
-        session = new_sessions()[0]
-        kernel_id = session["kernel"]["id"]
-        try:
+    session = new_sessions()[0]
+    kernel_id = session["kernel"]["id"]
+    try:
+        # The screenshot before the page is left (below), or it shows a blank page.
+        with screenshot_on_failure(browser, tmp_path / "jupyterlab.png"):
             run_in_new_cell(browser, "kept = 6 * 7\nprint('ready', kept)")
             wait_for(lambda: "ready 42" in cell_output(browser, 0), 60, "the first cell's output in the page")
             run_in_new_cell(browser, LONG_CELL)
@@ -98,7 +110,7 @@ def test_jupyterlab_keeps_a_running_kernel_through_a_jupyter_crash(stack: Stack,
             run_in_new_cell(browser, "print('after the crash', kept)")
             wait_for(lambda: "after the crash 42" in cell_output(browser, 2), 30,
                      "the same kernel (its variables) to answer in the page")
-        finally:
-            browser.get("about:blank")
-            api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
-            (stack.workspace / session["path"]).unlink(missing_ok=True)
+    finally:
+        browser.get("about:blank")
+        api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+        (stack.workspace / session["path"]).unlink(missing_ok=True)
