@@ -2,7 +2,7 @@
 
 - login to the user's server answering: a first spawn (the user's image layer built, a container made)
   and a kept server (stopped, then started again: the same container);
-- memory of an idle user's container (no kernels);
+- memory of an idle user's container (no kernels), and of the hub's own (JupyterHub and its proxy);
 - the single-user stack's kernel figures through the hub's proxy: reconnect + trivial execute, and
   kill -9 of the user's Jupyter server -> every kernel answering again (same ids).
 measure() takes a running hub, so the test suite runs it (quick) on the hub its tests use.
@@ -27,7 +27,7 @@ from benchmark import (  # noqa: E402
     summary,
 )
 from hubclient import Hub, HubUser, running_hub  # noqa: E402
-from stack import wait_for  # noqa: E402
+from stack import docker_client, wait_for  # noqa: E402
 
 PASSWORD = "bench-secret-42"
 
@@ -78,6 +78,7 @@ def measure(hub: Hub, runs: int, tries: int, prefix: str = "bench") -> dict:
         kept.append(seconds)
     wait_for(lambda: settled(hub, user.name), 120, f"{user.name}'s container to be healthy")
     memory = container_memory(hub.user_container(user.name))
+    hub_memory = container_memory(docker_client().containers.get(hub.hub_container()))
     progress("hub: reconnects and kill -9 of the user's Jupyter")
     kernel_ids = [ready_kernel(user.server_url, user.token) for _ in range(3)]
     reconnect = reconnects(user.server_url, user.token, kernel_ids[0], tries)
@@ -86,7 +87,7 @@ def measure(hub: Hub, runs: int, tries: int, prefix: str = "bench") -> dict:
         wait_for(lambda: settled(hub, user.name), 120, f"{user.name}'s container to settle before a kill")
         back.append(kernels_back_after_kill(hub, user, kernel_ids))
     return {"login_to_server_s": {"first_spawn": summary(first), "kept_server": summary(kept)},
-            "idle_user_container_mib": memory, "reconnect_s": summary(reconnect),
+            "idle_user_container_mib": memory, "hub_container_mib": hub_memory, "reconnect_s": summary(reconnect),
             "kill_jupyter_3_kernels_back_s": summary(back)}
 
 
@@ -100,6 +101,7 @@ def table(r: dict) -> str:
         f"| login -> server answering, kept server (stopped, started again) | "
         f"{fmt(r['login_to_server_s']['kept_server'])} |",
         f"| idle user container, no kernels | {r['idle_user_container_mib']:.1f} MiB |",
+        f"| the hub's container (JupyterHub and configurable-http-proxy) | {r['hub_container_mib']:.1f} MiB |",
         f"| reconnect + trivial execute | {fmt(r['reconnect_s'])} |",
         f"| kill -9 of the user's Jupyter -> 3 kernels answering again | {fmt(r['kill_jupyter_3_kernels_back_s'])} |",
     ])

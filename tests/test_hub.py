@@ -267,5 +267,6 @@ def test_benchmark_hub_section_reports_every_figure(hub: Hub):
     spawns = figures["login_to_server_s"]
     assert spawns["first_spawn"]["median"] > 0 and spawns["kept_server"]["median"] > 0, spawns
     assert figures["idle_user_container_mib"] > 0 and figures["reconnect_s"]["median"] > 0
+    assert figures["hub_container_mib"] > 0
     assert figures["kill_jupyter_3_kernels_back_s"]["median"] > 0
     assert "| login -> server answering, first spawn" in hub_benchmark.table(figures)
