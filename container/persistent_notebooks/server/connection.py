@@ -209,7 +209,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             last = self._send_all(kept, sent)
             # Catch up with the live stream: wait for its first message, then send what the keeper
             # has between the replay and that message, as it comes (during a flood the keeper may be
-            # seconds behind the live stream: it is waited for as long as it makes progress).
+            # seconds behind the live stream: it is waited for as long as it makes progress). Where
+            # the keeper joined the kernel's output after that message (a kernel just started, or a
+            # keeper just restarted), the first of its messages that the live stream also holds is
+            # where the live stream takes over: what comes before it in the keeper is older.
             await self._held_event.wait()
             first = self._held[0][0]
             loop = asyncio.get_running_loop()
@@ -219,8 +222,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             while first not in sent and first is not None and self._alone():
                 more = [m for m in await KEEPER.fetch(self.kernel_id, after=last) if msg_id_of(m) not in sent]
                 ids = [msg_id_of(m) for m in more]
-                if first in ids:
-                    last = self._send_all(more[:ids.index(first)], sent) or last
+                live = {msg_id for msg_id, _ in self._held or ()}
+                meet = next((i for i, msg_id in enumerate(ids) if msg_id in live), None)
+                if meet is not None:
+                    last = self._send_all(more[:meet], sent) or last
                     break
                 if more:
                     last = self._send_all(more, sent) or last
