@@ -119,3 +119,28 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     assert kept_bytes <= 2 * 2**20, f"{kept_bytes} bytes replayed, more than the buffer"
     slack_kib = 16 * 1024  # allocator and message objects on top of the buffer
     assert after - before < slack_kib, f"Jupyter grew from {before} to {after} KiB: it holds output too"
+
+
+def keeper_request(stack: Stack, op: str, kernel_id: str) -> None:
+    stack.exec("/opt/venv/bin/python", "-c", "import sys\nfrom persistent_notebooks import paths, wire\n"
+               "wire.request_sync(paths.KEEPER_SOCKET, {'op': sys.argv[1], 'kernel_id': sys.argv[2]}, 10)",
+               op, kernel_id)
+
+
+def test_a_keeper_that_joins_late_loses_no_live_line(stack: Stack, kernel: str):
+    """A client connecting while the keeper is not yet following the kernel (a kernel just started, a keeper
+    just restarted) should get the live output whole and in order once the keeper joins."""
+    token = stack.token()
+    lines = 400
+    a = KernelConnection(stack.base_url, token, kernel)
+    msg_id = a.submit(f"import time\nfor i in range({lines}):\n    print(i, flush=True)\n    time.sleep(0.05)\n")
+    assert numbers(a.follow(msg_id, seconds=0.5)["stdout"]), "the cell should be printing"
+    a.close()
+    keeper_request(stack, "forget", kernel)  # the keeper stops following the kernel, as if it were new
+    with KernelConnection(stack.base_url, token, kernel, timeout=120) as b:
+        # B's live stream has begun (a line every 50 ms); the keeper joins it now, some lines later.
+        keeper_request(stack, "watch", kernel)
+        later = b.follow(msg_id)
+    got = numbers(later["stdout"])
+    assert got and got[-1] == lines - 1, f"the cell's last lines did not arrive: {got[-5:]}"
+    assert got == list(range(got[0], lines)), f"lines missing or out of order: {got}"
