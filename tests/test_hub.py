@@ -91,8 +91,6 @@ def test_users_log_in_and_cannot_reach_each_other(hub: Hub, alice: HubUser, brow
 
 
 def requests_get(url: str, token: str | None):
-    import requests
-
     return requests.get(url, headers={"Authorization": f"token {token}"} if token else {}, timeout=30,
                         allow_redirects=False)
 
