@@ -43,6 +43,9 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
 # another. Installed into the notebook venv and, for the watchdog that runs inside supervisord, into
 # supervisord's venv too (it needs nothing but the standard library there). Its build backend is
 # pinned in container/pyproject.toml.
+# The kernel library (kernel-lib): dill and the package again, for every kernel's Python (environments
+# included) to save and load its variables; pure Python, imported by /etc/ipython/kernel_state.py.
+COPY container/requirements-kernel.txt /opt/persistent-notebooks/requirements-kernel.txt
 COPY container/pyproject.toml /opt/persistent-notebooks/src/pyproject.toml
 COPY container/persistent_notebooks /opt/persistent-notebooks/src/persistent_notebooks
 RUN --mount=type=secret,id=ca_bundle,required=false \
@@ -53,6 +56,9 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && /opt/venv/bin/pip --python /opt/supervisor/bin/python install --no-cache-dir --disable-pip-version-check \
         --no-deps --no-compile /opt/persistent-notebooks/wheel/*.whl \
     && /opt/supervisor/bin/python -m compileall -q /opt/supervisor/lib \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        --target /opt/persistent-notebooks/kernel-lib -r /opt/persistent-notebooks/requirements-kernel.txt \
+        /opt/persistent-notebooks/wheel/*.whl \
     && ln -s /opt/venv/bin/notebookctl /usr/local/bin/notebookctl \
     && rm -rf /opt/persistent-notebooks/src /opt/persistent-notebooks/wheel
 

@@ -97,7 +97,8 @@ if _memory and _memory != "0":
 # The user's settings (as .env's in the single-user stack), passed on when set.
 c.DockerSpawner.environment = {name: os.environ[name] for name in (
     "NOTEBOOK_AWAY_BUFFER", "TMUX_SESSION", "TMUX_RESTORE", "JUPYTER_CULL_IDLE_TIMEOUT", "JUPYTER_CULL_INTERVAL",
-    "JUPYTER_CULL_CONNECTED") if os.environ.get(name)}
+    "JUPYTER_CULL_CONNECTED", "KERNEL_CHECKPOINTS", "KERNEL_SNAPSHOTS", "KERNEL_STATE_LIMIT",
+    "KERNEL_STATE_FREE_FLOOR") if os.environ.get(name)}
 # A first start builds the user's image layer and starts supervisord: give it time.
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 120

@@ -135,7 +135,7 @@ class KernelConnection:
                        "msg_type": "execute_request", "version": "5.3",
                        "date": datetime.now(UTC).isoformat()},
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": False,
+            "content": {"code": code, "silent": False, "store_history": True,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
         })
         return msg_id
@@ -178,7 +178,7 @@ class KernelConnection:
         """Run code; return {"stdout": ..., "result": ..., "error": ...} once the kernel is idle."""
         msg_id = self.submit(code)
         self.ws.settimeout(1.0)  # short reads, so the deadline below is kept (pings restart a read)
-        out = {"stdout": "", "result": None, "error": None}
+        out = {"stdout": "", "stderr": "", "result": None, "error": None}
         replied = idle = False
         deadline = time.monotonic() + self.timeout
         while not (replied and idle):
@@ -191,8 +191,8 @@ class KernelConnection:
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream" and content.get("name") == "stdout":
-                out["stdout"] += content["text"]
+            if kind == "stream":
+                out[content.get("name") if content.get("name") == "stderr" else "stdout"] += content["text"]
             elif kind == "execute_result":
                 out["result"] = content["data"].get("text/plain")
             elif kind == "error":

@@ -9,3 +9,7 @@ c = get_config()  # noqa: F821 - provided by IPython when it loads this file
 # namespace of its own: nothing is added to the user's.
 c.InteractiveShellApp.exec_lines.append(
     "exec(open('/etc/ipython/bounded_output_history.py').read(), {'get_ipython': get_ipython})")
+# Variables saved after each cell and at a container stop, and loaded again when the container
+# starts (kernel_state.py, persistent_notebooks.kernelstate).
+c.InteractiveShellApp.exec_lines.append(
+    "exec(open('/etc/ipython/kernel_state.py').read(), {'get_ipython': get_ipython})")

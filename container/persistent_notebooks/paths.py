@@ -11,6 +11,10 @@ Each record has one owner, which creates it and removes it (others only read it)
 - runs/ID.json, run/runner.sock: the notebook runner (runner.records); read by the CLI;
 - tmux-save/: the tmux saver (tmux); the pane texts of a rebuild: the session keeper, each removed by
   the pane that prints it;
+- kernel-state/ID/ (a kernel's saved variables: persistent_notebooks.kernelstate): the kernel itself
+  writes it; the Jupyter server makes it at launch and removes it when the kernel ends for good;
+  kernel-state-key (signs every snapshot): the entrypoint; run/stopping (the container is stopping:
+  kernels shut down now save their state): the keeper, removed by the entrypoint;
 - jupyter/sessions.db: Jupyter (moved aside and rebuilt when damaged: server.sessions);
 - envs/: `notebookctl env` (environments); read by Jupyter's kernel specs.
 
@@ -45,6 +49,9 @@ SESSIONS_DB = STATE_DIR / "jupyter" / "sessions.db"
 RUNS_DIR = STATE_DIR / "runs"
 RUNNER_SOCKET = RUN_DIR / "runner.sock"
 SUPERVISORD_CONF = "/etc/persistent-notebooks/supervisord.conf"
+KERNEL_STATE_DIR = STATE_DIR / "kernel-state"
+KERNEL_STATE_KEY_FILE = STATE_DIR / "kernel-state-key"
+STOPPING_MARKER = RUN_DIR / "stopping"
 
 # Raised for kernels (and so for what they start): the OOM killer picks a kernel before Jupyter,
 # supervisord, the keeper or tmux. An unprivileged process may raise it for its children.
@@ -162,6 +169,16 @@ def process_start_time(pid: int) -> int | None:
 def kernel_alive(record: dict) -> bool:
     pid = record.get("pid")
     return bool(pid) and process_start_time(pid) == record.get("start_time")
+
+
+def container_instance() -> str:
+    """This run of the container (the host's boot and the start of the container's init): a kernel record
+    of another instance is of a kernel that the container's stop or crash ended."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    return f"{boot}/{process_start_time(1)}"
 
 
 def live_records() -> list[dict]:

@@ -27,6 +27,8 @@ DEFAULT_PORT = 8888
 DEFAULT_SESSION = "persistent-notebooks"
 DEFAULT_AWAY_BUFFER = "32m"
 DEFAULT_CULL_INTERVAL = 300
+DEFAULT_STATE_LIMIT = "8g"
+DEFAULT_STATE_FLOOR = "2g"
 MIN_TOKEN_LENGTH = 16
 # Past this, every request carrying the token would meet the server's header-size limit.
 MAX_TOKEN_LENGTH = 512
@@ -174,6 +176,46 @@ def cull_interval() -> int:
 def cull_connected() -> bool:
     """JUPYTER_CULL_CONNECTED: whether kernels with a client connected may be culled too."""
     return _boolean("JUPYTER_CULL_CONNECTED", False)
+
+
+def kernel_checkpoints() -> bool:
+    """KERNEL_CHECKPOINTS: each kernel saves what a cell changed after the cell ends (in a forked child, at
+    most a fifth of the time), so that a crash of the container loses at most the last cell."""
+    return _boolean("KERNEL_CHECKPOINTS", True)
+
+
+def kernel_snapshots() -> bool:
+    """KERNEL_SNAPSHOTS: each idle kernel saves its variables when the container stops; the kernels are
+    started again under their ids, with them, when it starts (restart, recreate, reboot)."""
+    return _boolean("KERNEL_SNAPSHOTS", True)
+
+
+def _size_setting(name: str, default: str, example: str) -> int:
+    value = (_get(name) or "").strip() or default
+    try:
+        return parse_size(value, name)
+    except SettingError:
+        raise SettingError(f"{name}={value!r} is not a size. Set {name} in .env to e.g. {example}.") from None
+
+
+def kernel_state_limit() -> int:
+    """KERNEL_STATE_LIMIT: the most one kernel's saved variables may take; past it the biggest variables
+    are left out (and named in the notice)."""
+    size = _size_setting("KERNEL_STATE_LIMIT", DEFAULT_STATE_LIMIT, "8g")
+    if size <= 0:
+        raise SettingError("KERNEL_STATE_LIMIT=0 would save nothing. Set KERNEL_STATE_LIMIT in .env to a size "
+                           "(e.g. 8g), or turn saving off with KERNEL_CHECKPOINTS=false and KERNEL_SNAPSHOTS=false.")
+    return size
+
+
+def kernel_state_floor() -> int:
+    """KERNEL_STATE_FREE_FLOOR: free space kept on the state volume; saving pauses rather than go below it."""
+    return _size_setting("KERNEL_STATE_FREE_FLOOR", DEFAULT_STATE_FLOOR, "2g")
+
+
+def kernel_state_saved() -> bool:
+    """Whether kernels come back after a container restart at all (either way of saving is on)."""
+    return kernel_checkpoints() or kernel_snapshots()
 
 
 def workspace_is_custom() -> bool:
@@ -336,4 +378,8 @@ def check_all() -> str:
     tmux_restore()
     away_buffer()
     memory_limit()
+    kernel_checkpoints()
+    kernel_snapshots()
+    kernel_state_limit()
+    kernel_state_floor()
     return name

@@ -24,15 +24,19 @@ Python environments as kernels.
 """
 
 KERNELS_HELP = """\
-Which kernel holds the RAM.
+Which kernel holds the RAM, and what of it is saved.
 
   kernels [--json]
-        one line per kernel: notebook, kernel name, state, clients, idle for, memory (PSS and RSS of
-        the kernel and what it started), CPU; then the total against the container's memory limit
+        one line per kernel: notebook, kernel name, state (and "restored N/M" after a container
+        restart), clients, idle for, memory (PSS and RSS of the kernel and what it started), CPU, its
+        server-side run, and its saved variables (age and size of the last checkpoint, "paused (disk)"
+        below KERNEL_STATE_FREE_FLOOR); then the total against the container's memory limit
   kernels stop ID|PATH...
         shut these kernels down cleanly (kernel id or its first characters, or notebook path)
   kernels stop --idle-for 2d
         shut down every kernel idle for at least this long (s, m, h, d, w)
+  kernels forget ID...
+        drop a kernel's saved variables (it saves anew after its next cell)
 """
 
 
@@ -77,7 +81,7 @@ def kernels_main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="machine-readable (bytes, seconds)")
     parser.add_argument("--total", action="store_true", help="only the total and the 80%% warning")
-    parser.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    parser.add_argument("action", nargs="?", choices=["list", "stop", "forget"], default="list")
     parser.add_argument("targets", nargs="*", help="with stop: kernel ids (or their start) or notebook paths")
     parser.add_argument("--idle-for", metavar="DURATION", help="with stop: every kernel idle this long (2d, 6h)")
     args = parser.parse_args(argv)
@@ -92,6 +96,12 @@ def kernels_main(argv: list[str]) -> int:
                   f" ({item['reason']})")
         if not stopped and not args.json:
             print("no kernel matched; nothing stopped")
+        return 0
+    if args.action == "forget":
+        if not args.targets:
+            parser.error("kernels forget needs kernel ids")
+        for target in args.targets:
+            print(f"forgot the saved variables of kernel {usage.forget(target)[:8]}")
         return 0
     if args.targets or args.idle_for is not None:
         parser.error("ids, paths and --idle-for go with `kernels stop`")
@@ -111,7 +121,9 @@ Run a notebook server-side, in its kernel, its outputs saved into the file as th
         session (the one VSCode or a browser is attached to); with none, a new kernel of its
         kernelspec and a session for that path. Returns once the run has started; --wait follows it
         (Ctrl-C detaches, the run goes on). Cells count from 1, markdown cells included. The run
-        stops at the first error unless --keep-going. NOTEBOOK is relative to /workspace.
+        stops at the first error unless --keep-going. NOTEBOOK is relative to /workspace. A run that
+        a container stop or crash interrupts goes on by itself once its kernel is back with its
+        variables, from the cell that was running (run again from its start); --no-resume: it does not.
   run --stop NOTEBOOK|RUN
         interrupt the kernel and end the run
 """
@@ -134,10 +146,12 @@ def run_main(argv: list[str]) -> int:
     which.add_argument("--cells", metavar="N-M", help="run cells N to M (N, N-M or N-)")
     parser.add_argument("--kernel", metavar="ID|NAME", help="a running kernel's id, or a kernel name for a new one")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining cells after an error")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="do not go on by itself after a container restart interrupts it")
     parser.add_argument("--stop", action="store_true", help="interrupt the kernel and end the run")
     args = parser.parse_args(argv)
     if args.stop:
-        if args.wait or args.first or args.cells or args.kernel or args.keep_going:
+        if args.wait or args.first or args.cells or args.kernel or args.keep_going or args.no_resume:
             parser.error("--stop takes only the notebook or the run id")
         record = runs.request("stop", target=args.notebook)["run"]
         print(f"stopping run {record['id']} of {record['notebook']} at cell {record['cell']}")
@@ -145,7 +159,7 @@ def run_main(argv: list[str]) -> int:
     if args.first is not None and args.first < 1:
         parser.error("--from counts cells from 1")
     record = runs.request("start", notebook=args.notebook, cells=args.cells, keep_going=args.keep_going,
-                          kernel=args.kernel, **{"from": args.first})["run"]
+                          kernel=args.kernel, resume=not args.no_resume, **{"from": args.first})["run"]
     print(f"run {record['id']}: {record['notebook']}, {record['cells_total']} code cells, kernel "
           f"{record['kernel_id'][:8]} ({record['kernel_name']})")
     if args.wait:

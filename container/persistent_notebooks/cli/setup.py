@@ -13,6 +13,7 @@ Stdlib only, and nothing of the package but settings and paths, so that these st
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -133,11 +134,14 @@ def prepare_container() -> None:
     # Private: the token, kernels' connection files and keys, the tmux save, sessions, history.
     STATE_DIR.chmod(0o700)
     for sub in ("jupyter/data", "jupyter/runtime", "jupyter/config", "ipython", "python", "tmux", "run",
-                "kernels"):
+                "kernels", "kernel-state"):
         (STATE_DIR / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("tmux", "run", "kernels", "jupyter/runtime"):
+    for sub in ("tmux", "run", "kernels", "jupyter/runtime", "kernel-state"):
         (STATE_DIR / sub).chmod(0o700)
     paths.write_private(paths.SERVER_TOKEN_FILE, token + "\n")
+    if not paths.KERNEL_STATE_KEY_FILE.is_file():  # signs every kernel snapshot: only ours are loaded
+        paths.write_private(paths.KERNEL_STATE_KEY_FILE, secrets.token_hex(32) + "\n")
+    paths.STOPPING_MARKER.unlink(missing_ok=True)  # left by the last stop
     build_ca_bundle()
     log(f"tmux session {name!r}, token from {source}, workspace {WORKSPACE}, starting supervisord")
     # Nothing supervisord starts (Jupyter, kernels, tmux shells) inherits the token.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from .. import jupyterapi, paths, settings
+from .. import jupyterapi, kernelstate, paths, settings
 
 WARN_FRACTION = 0.8
 # "starting": a kernel no client ever asked anything stays there (its only status message was sent
@@ -172,6 +172,7 @@ def collect() -> dict:
                      "cells_done": running[kid]["cells_done"], "cells_total": running[kid]["cells_total"]}
                     if kid in running else None),
         }
+        row.update(saved_state(kid))
         if gpu is not None:
             row["gpu_memory"] = sum(gpu.get(p.pid, 0) for p in procs)
         rows.append(row)
@@ -189,6 +190,47 @@ def collect() -> dict:
             "gpu_memory": sum(gpu.values()) if gpu else (0 if gpu is not None else None),
         },
     }
+
+
+def saved_state(kernel_id: str) -> dict:
+    """The kernel's saved variables (kernelstate): its last checkpoint, and its restore if it was restored."""
+    folder = paths.KERNEL_STATE_DIR / kernel_id
+    return {"checkpoint": kernelstate.read_json(folder / kernelstate.STATUS),
+            "restored": kernelstate.read_json(folder / kernelstate.RESTORED)}
+
+
+def saved_cell(row: dict) -> str:
+    """The SAVED column: when the last checkpoint was written and how big, paused, or failed."""
+    point = row.get("checkpoint")
+    if not point:
+        return "-"
+    if point.get("paused"):
+        return "paused (disk)"
+    if not point.get("ok"):
+        return "failed"
+    age = _ago(max(0.0, time.time() - point["at"]))
+    left = f", {len(point['skipped'])} not" if point.get("skipped") else ""
+    return f"{age} ago {mib(point.get('size'))}{left}"
+
+
+def restored_cell(row: dict) -> str:
+    restored = row.get("restored")
+    if not restored:
+        return ""
+    if restored.get("failure"):
+        return " (restored empty)"
+    return f" (restored {len(restored['restored'])}/{len(restored['restored']) + len(restored['skipped'])})"
+
+
+def forget(kernel_id: str) -> str:
+    """Drop a kernel's saved variables (it saves anew after its next cell, if it runs)."""
+    matches = [p.name for p in paths.KERNEL_STATE_DIR.iterdir() if len(kernel_id) >= 4
+               and p.name.startswith(kernel_id)] if paths.KERNEL_STATE_DIR.is_dir() else []
+    if len(matches) != 1:
+        raise UsageError(f"no saved state of kernel {kernel_id!r}" if not matches else
+                         f"{kernel_id!r} matches {len(matches)} kernels' saved state; give more of the id")
+    kernelstate.forget(paths.KERNEL_STATE_DIR / matches[0])
+    return matches[0]
 
 
 def over_warning(total: dict) -> str | None:
@@ -237,15 +279,16 @@ def total_lines(total: dict) -> list[str]:
 def table(data: dict) -> str:
     rows = data["kernels"]
     gpu = any("gpu_memory" in r for r in rows)
-    header = ["KERNEL", "NAME", "NOTEBOOK", "STATE", "CLIENTS", "IDLE", "PSS", "RSS", "CPU", "RUN"]
+    header = ["KERNEL", "NAME", "NOTEBOOK", "STATE", "CLIENTS", "IDLE", "PSS", "RSS", "CPU", "RUN", "SAVED"]
     header += ["GPU"] if gpu else []
     lines = [header]
     for r in rows:
         run = r.get("run")
-        line = [r["id"][:8], r["name"] or "-", ", ".join(r["notebooks"]) or "(no notebook)", r["state"] or "-",
+        line = [r["id"][:8], r["name"] or "-", ", ".join(r["notebooks"]) or "(no notebook)",
+                (r["state"] or "-") + restored_cell(r),
                 str(r["connections"]), _ago(r["idle_seconds"]), mib(r["pss"]), mib(r["rss"]),
                 f"{r['cpu_percent']:.0f}%",
-                f"{run['id']} {run['cells_done']}/{run['cells_total']}" if run else "-"]
+                f"{run['id']} {run['cells_done']}/{run['cells_total']}" if run else "-", saved_cell(r)]
         if gpu:
             line.append(mib(r.get("gpu_memory")))
         lines.append(line)

@@ -37,12 +37,13 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from .. import paths, settings, wire
+from .. import kernelstate, paths, settings, wire
 from ..wire import Signer
 from .buffer import OutputBuffer
 
 log = logging.getLogger("kernel-keeper")
 SHUTDOWN_WAIT = 8.0  # seconds a kernel gets to exit after a shutdown_request, then SIGTERM, then SIGKILL
+SAVING_WAIT = 40.0  # ... or, while it writes its state (kernelstate.WRITING), this long in all
 IDLE_EXIT = 20.0  # seconds with no kernel to follow and no request (but status), then the keeper exits
 
 
@@ -191,6 +192,11 @@ class Keeper:
         records = paths.live_records()
         if not records:
             return
+        # Kernels shut down from now on save their variables first (kernelstate: KERNEL_SNAPSHOTS).
+        try:
+            paths.write_private(paths.STOPPING_MARKER, "")
+        except OSError as exc:
+            log.warning("cannot mark the container as stopping (%s): kernels keep only their last checkpoint", exc)
         log.info("shutting down %d kernel(s)", len(records))
         sockets = []
         for record in records:
@@ -205,6 +211,12 @@ class Keeper:
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("kernel %s: no shutdown request (%s); terminating it", record["kernel_id"], exc)
         left = await wait_exit(records, SHUTDOWN_WAIT)
+        loop, waited = asyncio.get_running_loop(), SHUTDOWN_WAIT
+        while waited < SAVING_WAIT and (saving := [r for r in left if saving_state(r)]):
+            log.info("waiting for %d kernel(s) to finish saving their state", len(saving))
+            started = loop.time()
+            left = [r for r in left if r not in saving] + await wait_exit(saving, 1.0)
+            waited += loop.time() - started
         for signum, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
             if not left:
                 break
@@ -258,6 +270,10 @@ class Keeper:
                 server = await self.listen()
         server.close()
         await self.shutdown_kernels()
+
+
+def saving_state(record: dict) -> bool:
+    return (paths.KERNEL_STATE_DIR / record["kernel_id"] / kernelstate.WRITING).exists()
 
 
 def signal_group(record: dict, signum: int) -> None:

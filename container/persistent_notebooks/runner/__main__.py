@@ -34,9 +34,9 @@ import zmq  # noqa: E402
 import zmq.asyncio  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
-from .. import jupyterapi, paths, settings  # noqa: E402
+from .. import jupyterapi, kernelstate, paths, settings  # noqa: E402
 from . import nbfile  # noqa: E402
-from .records import ACTIVE, describe  # noqa: E402
+from .records import ACTIVE, all_runs, describe, resumable, runner_alive  # noqa: E402
 
 log = logging.getLogger("notebook-runner")
 KEEP_FINISHED = 7 * 86400
@@ -139,7 +139,8 @@ class KernelChannels:
 
 class Run:
     def __init__(self, runner: Runner, path: Path, rel: str, nb: dict, cells: list[dict], kernel_id: str,
-                 kernel_name: str, keep_going: bool, selection: str) -> None:
+                 kernel_name: str, keep_going: bool, selection: str, resume: bool = True,
+                 resumed_from: dict | None = None) -> None:
         self.runner = runner
         self.path = path
         self.target = path  # where outputs go: the notebook, or a side file once it is gone
@@ -161,8 +162,12 @@ class Run:
             "selection": selection, "keep_going": keep_going, "cells_total": len(cells), "cells_done": 0,
             "cell": cells[0]["number"] if cells else None, "state": "starting", "reason": None, "error": None,
             "started": time.time(), "ended": None, "updated": time.time(), "runner_pid": os.getpid(),
+            "runner_start": paths.process_start_time(os.getpid()), "resume": resume,
+            "resumed_from": resumed_from["id"] if resumed_from else None,
+            "last_cell": cells[-1]["number"] if cells else None,
             "saved_to": None, "notes": [], "errors": [], "write_error": None,
         }
+        self.resumed_from = resumed_from
         self.save_record()
 
     # --- bookkeeping ----------------------------------------------------------------------------
@@ -307,6 +312,11 @@ class Run:
             self.kernel_record = record
             channels = KernelChannels(record, self.runner.context)
             await channels.ready(self.kernel_alive)
+            if self.resumed_from:
+                restored = kernelstate.read_json(paths.KERNEL_STATE_DIR / kid / kernelstate.RESTORED) or {}
+                if restored.get("failure"):
+                    raise RunError(f"run {self.resumed_from['id']} was not resumed: its kernel could not be restored "
+                                   f"({restored['failure']})")
             await self.execute_all(channels)
         except RunError as exc:
             self.set_state("failed", error=str(exc), ended=time.time())
@@ -335,6 +345,10 @@ class Run:
                 self.note(f"cell {number} was edited after the run started: ran the version saved when the run "
                           "reached it")
             outputs = self.results[cell["id"]] = nbfile.CellOutputs(self.displays)
+            if self.resumed_from and index == 0:
+                outputs.note(f"persistent-notebooks: run {self.resumed_from['id']} was interrupted by a container "
+                             f"restart while this cell ran; it goes on as run {self.id}, in the restored kernel, "
+                             "and this cell runs again from its start.")
             self.dirty = True
             outcome = await self.execute(channels, outputs, code)
             self.record["cells_done"] = index + 1
@@ -481,15 +495,33 @@ class Runner:
         for path in paths.RUNS_DIR.glob("*.json"):
             try:
                 record = json.loads(path.read_text())
-                state, pid = record["state"], record.get("runner_pid")
+                state = record["state"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if state in ACTIVE and pid != os.getpid() and record["id"] not in self.runs:
+            if state in ACTIVE and not runner_alive(record) and record["id"] not in self.runs:
                 record.update(state="interrupted", reason="the end of the runner (it was killed)",
                               ended=record.get("updated") or time.time())
                 paths.write_private(path, json.dumps(record, indent=1))
             elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
                 path.unlink(missing_ok=True)
+
+    async def resume_runs(self) -> None:
+        """Runs that a container stop or crash cut short go on in their restored kernels, from the cell
+        that was running, to the end of what they were to run."""
+        for old in all_runs():
+            if not resumable(old):
+                continue
+            request = {"notebook": old["notebook"], "kernel": old["kernel_id"], "keep_going": old.get("keep_going"),
+                       "cells": f"{old['cell']}-{old.get('last_cell') or ''}", "resumed_from": old}
+            try:
+                run = await self.start(request)
+                old.update(resumed_by=run.id)
+                log.info("run %s resumes run %s (%s) from cell %s", run.id, old["id"], old["notebook"], old["cell"])
+            except RunError as exc:
+                old.update(resumed_by="-", resume_error=str(exc))
+                log.warning("run %s of %s could not be resumed: %s", old["id"], old["notebook"], exc)
+            paths.write_private(paths.RUNS_DIR / f"{old['id']}.json", json.dumps(
+                {**old, "state": "interrupted"}, indent=1))
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -575,7 +607,8 @@ class Runner:
 
             nbfile.atomic_write(path, nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT) + "\n")
         selection = request.get("cells") or (f"{first}-" if first > 1 else "all")
-        run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection)
+        run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection,
+                  resume=request.get("resume", True) is not False, resumed_from=request.get("resumed_from"))
         self.runs[run.id] = run
         run.task = asyncio.ensure_future(run.main())
         log.info("run %s: %s, %d cells, kernel %s (%s)", run.id, rel, len(cells), kernel_id, kernel_name)
@@ -642,6 +675,7 @@ class Runner:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.container_stop)
         log.info("ready on %s", paths.RUNNER_SOCKET)
+        await self.resume_runs()
         last_tidy = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):

@@ -14,6 +14,13 @@ ACTIVE = ("starting", "waiting", "running")
 
 def describe(record: dict) -> str:
     """'running cell 3', 'failed at cell 2 (ZeroDivisionError)', ... for people."""
+    text = _describe(record)
+    if record.get("resumed_from"):
+        text += f" (resumed run {record['resumed_from']} after a container restart)"
+    return text
+
+
+def _describe(record: dict) -> str:
     state, cell = record.get("state"), record.get("cell")
     if state == "done":
         errors = record.get("errors") or []
@@ -24,7 +31,8 @@ def describe(record: dict) -> str:
     if state == "stopped":
         return f"stopped at cell {cell}"
     if state == "interrupted":
-        return f"interrupted by {record.get('reason') or 'a container stop'} at cell {cell}"
+        text = f"interrupted by {record.get('reason') or 'a container stop'} at cell {cell}"
+        return text + (f", resumed as run {record['resumed_by']}" if record.get("resumed_by") else "")
     if state == "waiting":
         return f"waiting at cell {cell}: the kernel is busy with another request"
     if state == "running":
@@ -35,12 +43,26 @@ def describe(record: dict) -> str:
 # --- reading --------------------------------------------------------------------------------------
 
 def runner_alive(record: dict) -> bool:
+    """The run's runner still runs: its pid, with the start time it had (pids repeat after a restart)."""
     pid = record.get("runner_pid")
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, TypeError):
         return False
-    return b"persistent_notebooks.runner" in cmdline
+    started = record.get("runner_start")
+    return b"persistent_notebooks.runner" in cmdline and (started is None or paths.process_start_time(pid) == started)
+
+
+def resumable(record: dict) -> bool:
+    """A run that a container stop or crash cut short, asked to go on (not --no-resume), whose kernel
+    has been started again with its saved variables since."""
+    if not record.get("resume") or record.get("resumed_by"):
+        return False
+    if record.get("state") != "interrupted" and not (record.get("state") in ACTIVE and not runner_alive(record)):
+        return False
+    kernel = paths.read_record(record.get("kernel_id") or "")
+    since = record.get("updated") or record.get("started") or 0
+    return bool(kernel and (kernel.get("restored_at") or 0) > since and paths.kernel_alive(kernel))
 
 
 def all_runs() -> list[dict]:

@@ -8,26 +8,34 @@
 - KeptKernelManager never deletes a running kernel's connection file when it is collected.
 - PersistentMappingKernelManager adopts every recorded kernel that still runs when the server
   starts (crash, kill -9, supervisorctl restart), before the server answers any request, so the
-  sessions (kept in the state volume) find their kernels; and leaves the kernels running when the
-  server stops. It keeps no output of its own for dropped clients: the kernel keeper does, bounded.
+  sessions (kept in the state volume) find their kernels; starts again, under its id, every kernel
+  that the container's stop or crash ended, which loads its saved variables (kernelstate) before it
+  answers; and leaves the kernels running when the server stops. It keeps no output of its own for
+  dropped clients: the kernel keeper does, bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import zmq
+from jupyter_client.connect import write_connection_file
+from jupyter_client.launcher import launch_kernel
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from traitlets import default
 
-from .. import paths, programs
+from .. import kernelstate, paths, programs, settings, wire
 from ..keeper.client import KEEPER, status_sync
+from ..runner.records import all_runs, resumable
 from .sessions import repair_sessions_db
 
 # Environment a kernel must not inherit from the server.
@@ -43,6 +51,31 @@ def _kernel_output():
         return None
 
 
+def state_config(kernel_id: str, restore: bool = False) -> kernelstate.Config:
+    """What a kernel is told about saving its variables (from settings: KERNEL_*)."""
+    return kernelstate.Config(
+        kernel_id=kernel_id, directory=str(paths.KERNEL_STATE_DIR / kernel_id),
+        key_file=str(paths.KERNEL_STATE_KEY_FILE), stop_marker=str(paths.STOPPING_MARKER),
+        checkpoints=settings.kernel_checkpoints(), at_stop=settings.kernel_snapshots(),
+        limit=settings.kernel_state_limit(), floor=settings.kernel_state_floor(), restore=restore)
+
+
+def kernel_env(record_env: dict) -> dict:
+    """A kernel's environment: the server's, less what it must not inherit, plus what was added for it."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    env.update(record_env)
+    # No parent poller: "1" (init) is ipykernel's value for "nobody to watch", and keeps it quiet.
+    env["JPY_PARENT_PID"] = "1"
+    return env
+
+
+def raise_oom_score(pid: int, log) -> None:
+    try:
+        Path(f"/proc/{pid}/oom_score_adj").write_text(str(paths.KERNEL_OOM_SCORE_ADJ))
+    except OSError as exc:
+        log.warning("could not raise the kernel's oom_score_adj: %s", exc)
+
+
 class PersistentProvisioner(LocalProvisioner):
     """LocalProvisioner whose kernels survive the server, and that can take over a running kernel."""
 
@@ -54,12 +87,15 @@ class PersistentProvisioner(LocalProvisioner):
         env = kwargs["env"]
         for name in SCRUBBED_ENV:
             env.pop(name, None)
-        # No parent poller: "1" (init) is ipykernel's value for "nobody to watch", and keeps it quiet.
-        env["JPY_PARENT_PID"] = "1"
+        env["JPY_PARENT_PID"] = "1"  # see kernel_env
+        if settings.kernel_state_saved():
+            env.update(state_config(self.kernel_id).to_env())
         kwargs["independent"] = True
         return kwargs
 
     async def launch_kernel(self, cmd, **kwargs):
+        # A new kernel, or one restarted by its user: it starts empty, and so does its saved state.
+        kernelstate.forget(paths.KERNEL_STATE_DIR / self.kernel_id)
         # The keeper runs only while kernels do: started (if need be) while the kernel starts, and
         # answering before the kernel's record is written (a new keeper reads the records it finds).
         keeper = asyncio.ensure_future(KEEPER.ensure_running())
@@ -73,10 +109,7 @@ class PersistentProvisioner(LocalProvisioner):
             if output is not None:
                 output.close()
         self.adopted = False
-        try:
-            Path(f"/proc/{self.pid}/oom_score_adj").write_text(str(paths.KERNEL_OOM_SCORE_ADJ))
-        except OSError as exc:
-            self.log.warning("could not raise the kernel's oom_score_adj: %s", exc)
+        raise_oom_score(self.pid, self.log)
         self.start_time = paths.process_start_time(self.pid)
         await keeper
         self._write_record()
@@ -93,10 +126,12 @@ class PersistentProvisioner(LocalProvisioner):
             "pid": self.pid,
             "pgid": self.pgid,
             "start_time": self.start_time,
+            "instance": paths.container_instance(),
             "ip": self.ip,
             "cwd": str(launch.get("cwd") or self.cwd or ""),
             # What the server added to its own environment for this kernel (JPY_SESSION_NAME, ...).
-            "env": {k: v for k, v in env.items() if os.environ.get(k) != v and k not in SCRUBBED_ENV},
+            "env": {k: v for k, v in env.items()
+                    if os.environ.get(k) != v and k not in SCRUBBED_ENV and k != kernelstate.ENV},
         })
         KEEPER.send("watch", kernel_id=self.kernel_id)
 
@@ -161,6 +196,7 @@ class PersistentProvisioner(LocalProvisioner):
         await super().cleanup(restart)
         if not restart:
             paths.remove_record(self.kernel_id)
+            kernelstate.forget(paths.KERNEL_STATE_DIR / self.kernel_id)
             KEEPER.send("forget", kernel_id=self.kernel_id)
 
 
@@ -180,6 +216,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._relaunched: dict = {}
         # The server's IOPub subscriptions take whatever the kernel publishes, however fast: with
         # ZMQ's default of 1,000 queued messages, a burst the event loop reads slower than the kernel
         # prints would be dropped by the kernel's publisher, silently (the kernel keeper does the same).
@@ -191,7 +228,8 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         if getattr(app, "show_config", False) or getattr(app, "show_config_json", False):
             return  # `jupyter-server --show-config` starts no server: it must not touch the kernels
         repair_sessions_db()  # before any request opens it (the session manager connects on first use)
-        records = paths.all_records(owner=True)
+        records = [self._relaunch(record) if self._ended_by_the_container(record) else record
+                   for record in paths.all_records(owner=True)]
         if not records:
             return
         try:
@@ -209,6 +247,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
             if not paths.kernel_alive(record):
                 self.log.info("Kernel %s ended while the server was away; dropping its record", kernel_id)
                 paths.remove_record(kernel_id)
+                kernelstate.forget(paths.KERNEL_STATE_DIR / kernel_id)
                 Path(record["connection_file"]).unlink(missing_ok=True)
                 continue
             try:
@@ -217,6 +256,55 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                 self.log.exception("Could not adopt kernel %s", kernel_id)
         if self._kernels and not self._initialized_culler:
             self.initialize_culler()
+        if any(record.get("restored_at") for record in records) and any(resumable(r) for r in all_runs()):
+            try:  # runs the container's end interrupted go on in their restored kernels
+                programs.start(programs.RUNNER)
+            except programs.ProgramError as error:
+                self.log.warning("%s", error)
+
+    def _ended_by_the_container(self, record: dict) -> bool:
+        """A kernel of an earlier run of the container (restart, recreate, reboot, crash), while saving
+        is on: it comes back."""
+        return (record.get("instance") != paths.container_instance() and not paths.kernel_alive(record)
+                and settings.kernel_state_saved())
+
+    def _relaunch(self, record: dict) -> dict:
+        """Start a kernel that the container's end stopped again, under its id, in its environment, folder
+        and session, on new ports; it loads its saved variables before it answers (kernelstate). Returns
+        its new record (adopted next, as any running kernel). Synchronous: a process started, no wait."""
+        kernel_id = record["kernel_id"]
+        try:
+            km = self.kernel_manager_factory(parent=self, log=self.log, kernel_name=record["kernel_name"],
+                                             kernel_spec_manager=self.kernel_spec_manager)
+            km.connection_file = record["connection_file"]
+            ip = record.get("ip") or "127.0.0.1"
+            _, info = write_connection_file(record["connection_file"], ip=ip, key=str(uuid.uuid4()).encode(),
+                                            kernel_name=record["kernel_name"])
+            km._launch_args = {}
+            cmd = km.format_kernel_cmd()
+            env = kernel_env(record.get("env") or {})
+            env.update(state_config(kernel_id, restore=True).to_env())
+            output = _kernel_output()
+            try:
+                process = launch_kernel(cmd, env=env, cwd=record.get("cwd") or None, independent=True,
+                                        stdout=output, stderr=output)
+            finally:
+                if output is not None:
+                    output.close()
+        except Exception as exc:  # noqa: BLE001 - this kernel stays ended; the others come back
+            self.log.error("Could not start kernel %s again after the container's restart: %s", kernel_id, exc)
+            return record
+        self._relaunched[kernel_id] = process  # reaped by subprocess when it ends
+        raise_oom_score(process.pid, self.log)
+        new = {**record, "pid": process.pid, "pgid": os.getpgid(process.pid), "ip": ip,
+               "start_time": paths.process_start_time(process.pid), "instance": paths.container_instance(),
+               "restored_at": time.time()}
+        paths.write_record(new)
+        with contextlib.suppress(OSError, ValueError):  # a keeper already running follows it too
+            wire.request_sync(paths.KEEPER_SOCKET, {"op": "watch", "kernel_id": kernel_id}, 1.0)
+        self.log.info("Kernel %s (%s) started again after the container's restart; it loads its saved "
+                      "variables", kernel_id, record["kernel_name"])
+        return new
 
     def _adopt(self, record: dict, seen: dict) -> None:
         """Take over a recorded kernel; `seen` is the keeper's view of it (state, time of its last message)."""
@@ -257,6 +345,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
     def _handle_kernel_died(self, kernel_id):
         super()._handle_kernel_died(kernel_id)
         paths.remove_record(kernel_id)
+        kernelstate.forget(paths.KERNEL_STATE_DIR / kernel_id)
         KEEPER.send("forget", kernel_id=kernel_id)
 
     # The server stops (restart, crash handling, container stop): the kernels stay. At container
