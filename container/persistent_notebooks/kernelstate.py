@@ -355,8 +355,6 @@ def save(store: Store, namespace: dict, reason: str, execution_count: int, input
 
     Variables are taken smallest first, so that the kernel's size limit leaves out the biggest ones.
     Raises FloorReached before anything is half-written; the previous manifest stays in force."""
-    import dill
-
     entries, skipped, total = [], {}, 0
     names = sorted(namespace, key=lambda n: (_kind_order(namespace[n]), _estimate(namespace[n]), n))
     for name in names:
@@ -371,6 +369,8 @@ def save(store: Store, namespace: dict, reason: str, execution_count: int, input
         try:
             _Pickler(stream, value, buffers).dump(value)
         except Exception:  # noqa: BLE001 - not for the C pickler: all of it through dill
+            import dill
+
             buffers.clear()
             stream = io.BytesIO()
             codec = "dill"
@@ -405,16 +405,18 @@ def _keep(buffer: pickle.PickleBuffer, buffers: list) -> bool:
 def load(store: Store, namespace: dict) -> tuple[Manifest, dict[str, str]]:
     """Load the signed snapshot into `namespace`, one variable at a time: one that fails is named, the
     others still come back."""
-    import dill
-
     manifest = store.read_manifest()
     skipped = dict(manifest.skipped)
     for entry in manifest.entries:
         try:
             stream = store.read(entry.stream)
             buffers = [store.read(digest, size) for digest, size in entry.buffers]
-            loads = dill.loads if entry.codec == "dill" else pickle.loads
-            namespace[entry.name] = loads(stream, buffers=buffers)
+            if entry.codec == "dill":
+                import dill
+
+                namespace[entry.name] = dill.loads(stream, buffers=buffers)
+            else:
+                namespace[entry.name] = pickle.loads(stream, buffers=buffers)
         except Exception as exc:  # noqa: BLE001 - one variable, never the rest
             skipped[entry.name] = f"could not be loaded: {type(exc).__name__}: {str(exc)[:120]}"
     return manifest, skipped

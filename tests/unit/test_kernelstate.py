@@ -1,0 +1,142 @@
+"""The kernel state store (persistent_notebooks.kernelstate) without a kernel: what a snapshot keeps, what it
+refuses, and that a writer killed at any point leaves the previous snapshot whole."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from persistent_notebooks import kernelstate
+from persistent_notebooks.kernelstate import Config, FloorReached, Store, load, save
+
+
+def store_in(tmp_path: Path, **overrides) -> Store:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    key = tmp_path / "key"
+    if not key.exists():
+        key.write_text("0" * 64)
+    folder = tmp_path / "kernel"
+    folder.mkdir(exist_ok=True)
+    values = dict(kernel_id="k1", directory=str(folder), key_file=str(key), stop_marker=str(tmp_path / "stopping"),
+                  checkpoints=True, at_stop=True, limit=1 << 30, floor=0)
+    return Store(Config(**{**values, **overrides}))
+
+
+def test_a_snapshot_brings_back_what_it_can_and_names_the_rest(tmp_path):
+    store = store_in(tmp_path)
+    handle = open(tmp_path / "f.txt", "w")  # noqa: SIM115 - the open file is the point
+    namespace = {"numbers": list(range(1000)), "blob": bytearray(os.urandom(3 << 20)), "text": "é",
+                 "fh": handle, "gen": (i for i in range(3)), "thread": threading.Thread(target=print)}
+    manifest = save(store, namespace, "stop", 7, ["a = 1", "b = 2"])
+    assert set(manifest.skipped) == {"fh", "gen", "thread"}, manifest.skipped
+    assert "open file" in manifest.skipped["fh"]
+    back: dict = {}
+    loaded, skipped = load(store, back)
+    assert back == {k: namespace[k] for k in ("numbers", "blob", "text")}
+    assert loaded.execution_count == 7 and loaded.inputs == ["a = 1", "b = 2"]
+    assert set(skipped) == {"fh", "gen", "thread"}
+    handle.close()
+
+
+def test_unchanged_content_is_not_written_again(tmp_path):
+    store = store_in(tmp_path)
+    big = bytearray(2 << 20)
+    save(store, {"big": big, "n": 1}, "checkpoint", 1, [])
+    files = {p.name: p.stat().st_mtime_ns for p in store.dir.glob("c-*")}
+    save(store, {"big": big, "n": 2}, "checkpoint", 2, [])
+    after = {p.name: p.stat().st_mtime_ns for p in store.dir.glob("c-*")}
+    kept = set(files) & set(after)
+    assert len(after) == len(files) and len(kept) == len(files) - 1, "only the changed variable is new"
+    assert all(files[name] == after[name] for name in kept), "unchanged content was rewritten"
+
+
+def test_a_snapshot_not_signed_by_this_stack_is_never_loaded(tmp_path):
+    store = store_in(tmp_path)
+    save(store, {"a": 1}, "stop", 1, [])
+    (tmp_path / "key").write_text("1" * 64)  # another stack's key
+    with pytest.raises(ValueError, match="not signed"):
+        load(store, {})
+
+
+def test_a_tampered_variable_is_not_unpickled(tmp_path):
+    store = store_in(tmp_path)
+    manifest = save(store, {"a": 1, "b": 2}, "stop", 1, [])
+    entry = next(e for e in manifest.entries if e.name == "a")
+    evil = pickle.dumps(Evil())
+    (store.dir / f"c-{entry.stream}").write_bytes(evil)
+    back: dict = {}
+    _, skipped = load(store, back)
+    assert back == {"b": 2} and "checksum" in skipped["a"], skipped
+    assert not (tmp_path / "pwned").exists()
+
+
+class Evil:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ.get("TMPDIR", "/tmp")) / "pwned",))
+
+
+def test_over_the_limit_the_biggest_are_left_out(tmp_path):
+    store = store_in(tmp_path, limit=3 << 20)
+    manifest = save(store, {"small": b"x" * 1000, "big": bytearray(4 << 20), "mid": bytearray(2 << 20)},
+                    "checkpoint", 1, [])
+    assert {e.name for e in manifest.entries} == {"small", "mid"}
+    assert "KERNEL_STATE_LIMIT" in manifest.skipped["big"]
+
+
+def test_at_the_free_space_floor_nothing_is_written_and_the_last_snapshot_stays(tmp_path):
+    store = store_in(tmp_path)
+    save(store, {"a": 1}, "checkpoint", 1, [])
+    before = (store.dir / kernelstate.MANIFEST).read_bytes()
+    low = store_in(tmp_path, floor=store.free() + (1 << 40))
+    with pytest.raises(FloorReached, match="KERNEL_STATE_FREE_FLOOR"):
+        save(low, {"a": 2}, "checkpoint", 2, [])
+    assert (store.dir / kernelstate.MANIFEST).read_bytes() == before
+    back: dict = {}
+    load(store, back)
+    assert back == {"a": 1}
+
+
+def test_a_writer_killed_at_any_point_leaves_the_previous_snapshot(tmp_path):
+    """Kill a checkpoint at ten points spread over the time it takes: each time the snapshot that loads is
+    the one before, or the new one, whole."""
+    many = {f"v{i}": bytearray(os.urandom(1 << 20)) for i in range(24)} | {"a": 2}
+    started = time.monotonic()
+    save(store_in(tmp_path / "timing"), many, "checkpoint", 2, [])
+    took = time.monotonic() - started
+    for step in range(10):
+        folder = tmp_path / f"kill-{step}"
+        store = store_in(folder)
+        save(store, {"a": 1, "blob": bytearray(2 << 20)}, "checkpoint", 1, [])
+        pid = os.fork()
+        if pid == 0:
+            try:
+                save(store, many, "checkpoint", 2, [])
+            finally:
+                os._exit(0)
+        time.sleep(took * (step + 0.5) / 10)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        back: dict = {}
+        manifest, skipped = load(store, back)
+        assert not skipped, f"killed at {step}/10: {skipped}"
+        assert (manifest.execution_count, len(back)) in ((1, 2), (2, 25)), f"killed at {step}/10: {sorted(back)}"
+
+
+def test_config_travels_in_the_environment_and_leaves_it():
+    config = Config("k", "/d", "/key", "/stop", True, False, 10, 5, restore=True)
+    environ = dict(config.to_env())
+    assert Config.from_env(environ) == config
+    assert environ == {}, "the kernel's environment (and so user code's) keeps no trace of it"
+
+
+def test_the_notice_names_what_was_left_out():
+    report = kernelstate.Report(time.time(), ["a", "b"], {"fh": "an open file: open it again"},
+                                time.time(), "stop")
+    text = report.notice()
+    assert "restored 2 of 3 variables" in text and "fh (an open file: open it again)" in text
+    assert "could not be loaded" in kernelstate.Report(time.time(), [], {}, failure="boom").notice()
