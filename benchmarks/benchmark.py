@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import docker  # noqa: E402
+import kernel_state  # noqa: E402
 from kernelclient import KernelConnection, api, start_kernel  # noqa: E402
 from stack import REPO, Stack, free_port, http_get, wait_for  # noqa: E402
 
@@ -650,6 +651,11 @@ def run(args: argparse.Namespace) -> dict:
         progress("server-side runs")
         results["runs"] = runs_figures(stack, token, workspace, runs, seconds=5 if args.quick else 30)
 
+        # 5f. kernels across container restarts (benchmarks/kernel_state.py)
+        progress("kernel state: snapshot and restore beside dd, restarts, per-cell checkpoints")
+        settle(stack)
+        results["kernel_state"] = kernel_state.measure(stack, token, args.quick)
+
         # 6. image size
         results["image"] = image_sizes(client, image, args.base_image)
     finally:
@@ -833,6 +839,8 @@ def table(r: dict) -> str:
             for k, v in mem["processes"].items()),
         "image layers (MB): " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in r["image"].items() if k != "total_mb"),
     ]
+    if r.get("kernel_state"):
+        lines += ["", kernel_state.table(r["kernel_state"])]
     return "\n".join(lines)
 
 

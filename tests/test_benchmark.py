@@ -22,7 +22,7 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     figures = json.loads(out.read_text())
     for section in ("startup_s", "memory", "reconnect_s", "throughput_exec_per_s", "healing_s", "image", "away",
                     "kernels_back_after_kill_s", "tmux_save", "env_create_s", "kernels_list", "runs", "burst",
-                    "busy_after_kill_s", "workspace_scan", "keeper_killed", "idle_cpu_percent"):
+                    "busy_after_kill_s", "workspace_scan", "keeper_killed", "idle_cpu_percent", "kernel_state"):
         assert section in figures, f"{section} missing from the results"
     assert figures["startup_s"]["stack_to_first_200"]["median"] > 0
     assert figures["startup_s"]["floor_to_first_200"]["median"] > 0
@@ -48,6 +48,10 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["burst"]["stack_connected"]["stream_messages"] > 0 and "lost" in figures["burst"]["floor_away"]
     assert figures["busy_after_kill_s"]["websocket_after_api_s"]["median"] > 0
     assert figures["workspace_scan"]["2000"]["scan_s"] > 0 and figures["keeper_killed"]["loss_announced"]
+    state = figures["kernel_state"]
+    assert state["big"]["save_mb_s"] > 0 and state["floor_dd"]["write_mb_s"] > 0 and state["many_small"]["variables"]
+    assert state["restart_small"]["kernels_answer_s"] >= state["restart_small"]["first_200_s"] > 0
+    assert "| kernel state (kernelstate) |" in result.stdout
     leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=persistent-notebooks.benchmark"],
                                capture_output=True, text=True).stdout.strip()
     assert not leftovers, f"the benchmark left containers behind: {leftovers}"

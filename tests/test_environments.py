@@ -179,6 +179,23 @@ def test_environment_kernel_survives_a_jupyter_crash(env_stack: Stack):
     assert out["stdout"].split() == ["42", f"{ENVS}/crash"], out
 
 
+def test_environment_kernel_is_restored_in_its_environment(env_stack: Stack):
+    """A kernel of an environment should come back after a container restart in that environment, its variables
+    (a function defined in the notebook among them) loaded."""
+    notebookctl(env_stack, "env", "create", "restored")
+    token = env_stack.token()
+    with kernel_of(env_stack, "restored") as kernel_id:
+        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+            assert kernel.execute("kept = 41\ndef g():\n    return kept + 1")["error"] is None
+        env_stack.compose("restart", timeout=180)
+        env_stack.wait_healthy()
+        env_stack.wait_api(token)
+        with KernelConnection(env_stack.base_url, token, kernel_id) as kernel:
+            out = kernel.execute("import sys; print(g(), sys.prefix)")
+    assert out["stdout"].split() == ["42", f"{ENVS}/restored"], out
+    assert "restored 2 of 2 variables" in out["stderr"], out
+
+
 def test_environments_outlive_down_and_up(env_stack: Stack):
     """Environments and their kernels should outlive `down` and `up`; remove waits for their kernels."""
     notebookctl(env_stack, "env", "create", "kept")
@@ -208,7 +225,7 @@ def test_host_helpers_reach_env_and_kernels(env_stack: Stack):
     assert kernels.returncode == 0, kernels.stderr
     assert "total" in json.loads(kernels.stdout)
     status = env_stack.run_script("status")
-    assert "memory:" in status.stdout and "total: kernels" in status.stdout, status.stdout
+    assert "kernels:" in status.stdout and "total: kernels" in status.stdout, status.stdout
 
 
 def test_status_warns_past_80_percent_of_the_limit(env_stack: Stack):

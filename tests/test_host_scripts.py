@@ -6,7 +6,7 @@ import importlib.machinery
 import importlib.util
 from pathlib import Path
 
-from stack import REPO, WHEN_IDLE, Stack
+from stack import REPO, WHEN_IDLE, Stack, docker_client
 
 
 def test_status_reports_a_healthy_stack(stack: Stack):
@@ -22,6 +22,9 @@ def test_status_reports_a_healthy_stack(stack: Stack):
         assert line.split()[1] == "RUNNING" or line.endswith(f"({when_idle})"), line
     assert stack.variables["TMUX_SESSION"] in out
     assert f"http://127.0.0.1:{stack.port}/?token=" in out
+    live = docker_client().info()["LiveRestoreEnabled"]
+    assert f"docker engine: live-restore {'on' if live else 'off'}" in out, out
+    assert live or "/etc/docker/daemon.json" in out, "how to turn live-restore on"
 
 
 def test_attach_without_a_terminal_says_so(stack: Stack):

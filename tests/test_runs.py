@@ -373,18 +373,36 @@ def test_two_runs_of_one_notebook_refused_and_stop_interrupts(stack: Stack):
     assert "stopped at cell 1" in notebookctl(stack, "runs").stdout
 
 
-def test_a_container_restart_ends_the_run_saying_where(stack: Stack):
-    """A container restart should end a run cleanly, the notebook and the status saying at which cell."""
-    path = write_notebook(stack, "restart.ipynb", [cell("print('first')"),
+def test_a_container_restart_resumes_a_run_unless_no_resume(stack: Stack):
+    """A container restart should end each run saying where; a run goes on by itself in its restored kernel, from
+    the cell that was running, with the variables of the cells before; one started with --no-resume does not."""
+    kept = write_notebook(stack, "restart.ipynb", [cell("print('first')"),
                                                     cell("import time\nprint('long', flush=True)\ntime.sleep(600)")])
-    run_id = start_run(stack, "restart.ipynb")
-    wait_for(lambda: "long" in text_of(read(path)["cells"][1]), 30, "the second cell to print")
-    stack.compose("restart", timeout=120)
+    resumed = write_notebook(stack, "resume.ipynb", [
+        cell("first = 40\nprint('first')"), cell("print('second', flush=True)\n" + wait_source("resume-go")),
+        cell("print(first + 2)")])
+    kept_id = start_run(stack, "restart.ipynb", "--no-resume")
+    resumed_id = start_run(stack, "resume.ipynb")
+    wait_for(lambda: "long" in text_of(read(kept)["cells"][1]), 30, "the second cell to print")
+    wait_for(lambda: "second" in text_of(read(resumed)["cells"][1]), 30, "the resumed run's second cell to print")
+    stack.compose("restart", timeout=180)
     stack.wait_healthy()
-    record = run_record(stack, run_id)
-    assert record["state"] == "interrupted" and record["cell"] == 2, record
-    assert "interrupted by a container stop at cell 2" in notebookctl(stack, "runs").stdout
-    nb = read(path)
+    record = run_record(stack, kept_id)
+    assert record["state"] == "interrupted" and record["cell"] == 2 and not record.get("resumed_by"), record
+    nb = read(kept)
     assert nb["metadata"]["persistent_notebooks"]["run"]["state"] == "interrupted"
     assert "the container stopped while this cell ran" in text_of(nb["cells"][1])
     assert text_of(nb["cells"][0]) == "first\n"
+    old = wait_run(stack, resumed_id, until=lambda r: r.get("resumed_by"))
+    new_id = old["resumed_by"]
+    assert f"interrupted by a container stop at cell 2, resumed as run {new_id}" in notebookctl(stack, "runs").stdout
+    wait_run(stack, new_id, until=lambda r: r["state"] == "running")
+    touch(stack, "resume-go")
+    done = wait_run(stack, new_id)
+    assert done["state"] == "done" and done["resumed_from"] == resumed_id, done
+    assert "resumed run" in notebookctl(stack, "runs").stdout
+    cells = read(resumed)["cells"]
+    assert text_of(cells[0]) == "first\n", "a cell that had ended is not run again"
+    assert "runs again from its start" in text_of(cells[1]) and "second" in text_of(cells[1]), cells[1]
+    assert text_of(cells[2]) == "42\n", "the run goes on with the variables of the cells before"
+    validate_in_container(stack, resumed)

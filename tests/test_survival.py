@@ -177,7 +177,8 @@ def test_tmux_session_rebuilt_after_kill_server(live: Stack):
 
 
 def test_container_restart_ends_kernels_cleanly_and_keeps_the_session(live: Stack):
-    """`docker compose restart` should shut kernels down cleanly and bring the tmux session back as it was."""
+    """`docker compose restart` should shut kernels down cleanly (their atexit handlers run), start them again under
+    their ids (test_kernel_restore.py: with their variables), and bring the tmux session back as it was."""
     token = live.token()
     kernel_id = api(live.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
     flag = f"/workspace/clean-exit-{kernel_id}"
@@ -192,7 +193,8 @@ def test_container_restart_ends_kernels_cleanly_and_keeps_the_session(live: Stac
     assert (live.workspace / flag.rsplit("/", 1)[1]).exists(), \
         f"the kernel was not shut down cleanly (restart took {took:.1f} s):\n{live.logs()[-2000:]}"
     live.wait_healthy()
-    assert list_kernels(live.base_url, token) == [], "kernels should not outlive the container"
+    assert [k["id"] for k in list_kernels(live.base_url, token)] == [kernel_id], "the kernel did not come back"
+    api(live.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
     assert re.search(r"kernels shut down: [1-9]\d* cleanly, 0 forced", live.logs()), "a kernel was killed at stop"
     assert_restored(live, before, marker)
 

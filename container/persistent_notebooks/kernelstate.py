@@ -553,13 +553,14 @@ class KernelState:
     def checkpoint(self, namespace: dict, reason: str, count: int, inputs: list[str]) -> int:
         """Save; record the outcome for `notebookctl kernels`. 0: saved, 3: paused at the floor, 1: failed."""
         status: dict = {"at": time.time(), "reason": reason}
+        started = time.monotonic()
         try:
             if not self.store.dir.is_dir():
                 return 1  # the kernel's state was dropped meanwhile
             with self.store.locked():
                 manifest = save(self.store, namespace, reason, count, inputs)
             status.update(ok=True, size=manifest.size, variables=len(manifest.entries),
-                          skipped=manifest.skipped)
+                          skipped=manifest.skipped, took=time.monotonic() - started)
             code = 0
         except FloorReached as exc:
             status.update(ok=False, paused=str(exc))
