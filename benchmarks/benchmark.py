@@ -853,7 +853,14 @@ def main() -> int:
     parser.add_argument("--keep-image", action="store_true", help="keep the image the benchmark built")
     parser.add_argument("--json", default=str(REPO / "benchmark-results.json"), help="where to write the JSON")
     parser.add_argument("--hub", action="store_true", help="the hub's figures (benchmarks/hub.py) instead")
+    parser.add_argument("--kernel-state", action="store_true",
+                        help="only the kernel state figures (benchmarks/kernel_state.py), on a stack of their own")
     args = parser.parse_args()
+    if args.kernel_state:
+        figures = kernel_state.run_alone(args.image, args.quick)
+        Path(args.json).write_text(json.dumps({"kernel_state": figures}, indent=2) + "\n")
+        print(kernel_state.table(figures))
+        return 0
     if args.hub:
         import hub
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
 import time
 
 from kernelclient import KernelConnection, api
@@ -187,6 +188,33 @@ def measure(stack: Stack, token: str, quick: bool) -> dict:
     api(stack.base_url, token, f"/api/kernels/{changer}", "DELETE")
     results["data_science"] = None if quick else data_science(stack, token)
     return results
+
+
+def run_alone(image: str | None, quick: bool) -> dict:
+    """The figures on a stack of their own (scripts/benchmark --kernel-state), built from this checkout
+    unless an image is given."""
+    import os
+    import secrets
+    import tempfile
+    from pathlib import Path
+
+    env_file = Path(tempfile.mkstemp(prefix="bench-", suffix=".env")[1])
+    workspace = Path(tempfile.mkdtemp(prefix="bench-workspace-"))
+    if os.getuid() == 0:
+        os.chown(workspace, 1000, 1000)
+    uid = str(os.getuid() or 1000)
+    image = image or "persistent-notebooks:benchmark"
+    stack = Stack(workspace, image, env_file, HOST_UID=uid, HOST_GID=uid, TMUX_SESSION="bench",
+                  JUPYTER_TOKEN=secrets.token_hex(24))
+    try:
+        stack.compose("build", timeout=1800)
+        stack.up()
+        stack.wait_healthy()
+        return measure(stack, stack.variables["JUPYTER_TOKEN"], quick)
+    finally:
+        stack.down()
+        env_file.unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", str(workspace)])
 
 
 def table(r: dict) -> str:

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,6 +217,47 @@ def test_edits_saved_during_a_run_are_kept(stack: Stack):
     assert text_of(by_id["three"]) == "three, edited\n", "a cell edited before the run reached it runs as saved"
     assert any("cell 4 was edited" in note for note in record["notes"]), record["notes"]
     validate_in_container(stack, path)
+
+
+def test_saves_acknowledged_during_a_run_are_never_undone(stack: Stack):
+    """Saves through Jupyter's API (as JupyterLab saves), as fast as they are answered while a run writes the same
+    notebook: once a save is acknowledged, the file never shows an older edit again (the saves carry no outputs,
+    as a page that has not reloaded the file: what they overwrite is theirs to overwrite)."""
+    cells = [cell("edit 0", "markdown", "notes")] + [cell(f"import time\nprint({i}, flush=True)\ntime.sleep(0.02)")
+                                                      for i in range(150)]
+    path = write_notebook(stack, "saves.ipynb", cells)
+    content = read(path)
+    token = stack.token()
+    acked, undone, stop = [0], [], threading.Event()
+
+    def edit_on_disk() -> int:
+        return int("".join(read(path)["cells"][0]["source"]).split()[-1])
+
+    def watch() -> None:
+        while not stop.is_set():
+            floor = acked[0]  # acknowledged before this read began
+            seen = edit_on_disk()
+            if seen < floor:
+                undone.append((floor, seen))
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run_id = start_run(stack, "saves.ipynb")
+    try:
+        edit = 0
+        while run_record(stack, run_id)["state"] in ACTIVE:
+            for _ in range(50):
+                edit += 1
+                content["cells"][0]["source"] = f"edit {edit}"
+                api(stack.base_url, token, "/api/contents/saves.ipynb", "PUT",
+                    {"type": "notebook", "format": "json", "content": content})
+                acked[0] = edit
+    finally:
+        stop.set()
+        watcher.join()
+    done = wait_run(stack, run_id)
+    assert done["state"] == "done" and done["cells_done"] == 150, done
+    assert not undone, f"{len(undone)} acknowledged saves undone by the run (acknowledged, then seen): {undone[:5]}"
+    assert edit_on_disk() == edit, "the last acknowledged save was lost"
 
 
 def test_an_error_stops_the_run_unless_keep_going(stack: Stack):

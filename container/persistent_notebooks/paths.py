@@ -25,6 +25,8 @@ Locations come from settings (STATE_DIR, WORKSPACE); this module reads no enviro
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -76,6 +78,20 @@ def write_private(path: Path, text: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def replacing_lock(path: str | Path):
+    """Held while a workspace file is replaced (Jupyter's saves, a run's writes): a run checks that the file
+    is unchanged and renames its version over it under this lock, so a save Jupyter has acknowledged is
+    never replaced by a run's older merge. An flock of the file's folder (held for a rename: microseconds),
+    so a killed holder releases it and nothing is left behind."""
+    fd = os.open(os.path.dirname(os.path.realpath(path)) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- kernel records --------------------------------------------------------------------------

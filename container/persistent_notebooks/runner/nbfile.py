@@ -18,6 +18,8 @@ import secrets
 import time
 from pathlib import Path
 
+from .. import paths
+
 META_KEY = "persistent_notebooks"
 SIDE_SUFFIX = ".run-{run}.ipynb"
 
@@ -151,9 +153,10 @@ def atomic_write(path: Path, text: str, unchanged=None) -> None:
         finally:
             os.close(fd)
         os.chmod(tmp, mode)
-        if unchanged is not None and not unchanged():
-            raise Changed(str(path))
-        os.replace(tmp, path)
+        with paths.replacing_lock(path):  # Jupyter's saves rename under it too: none lands in between
+            if unchanged is not None and not unchanged():
+                raise Changed(str(path))
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
+from .. import paths
+
 
 @contextmanager
 def replacing(path: str, text: bool = True, encoding: str = "utf-8", log=None, **kwargs):
@@ -59,7 +61,8 @@ def replacing(path: str, text: bool = True, encoding: str = "utf-8", log=None, *
         finally:
             fileobj.close()
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        with paths.replacing_lock(path):  # never between a run's check and its rename
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
