@@ -258,6 +258,29 @@ def test_saves_acknowledged_during_a_run_are_never_undone(stack: Stack):
     assert done["state"] == "done" and done["cells_done"] == 150, done
     assert not undone, f"{len(undone)} acknowledged saves undone by the run (acknowledged, then seen): {undone[:5]}"
     assert edit_on_disk() == edit, "the last acknowledged save was lost"
+    # The race itself is microseconds wide: shown directly at Jupyter's end (the run's end: test_nbfile.py), a
+    # save waits for the lock a run holds from its check to its rename.
+    out = stack.exec("python", "-c", SAVE_WAITS_FOR_THE_LOCK).stdout.split()
+    assert out == ["True", "new"], f"Jupyter's save did not wait for the run's lock: {out}"
+
+
+SAVE_WAITS_FOR_THE_LOCK = """
+import threading
+from persistent_notebooks import paths
+from persistent_notebooks.server.contents import replacing
+path = "/workspace/lock-check.txt"
+open(path, "w").write("old")
+def save():
+    with replacing(path) as f:
+        f.write("new")
+with paths.replacing_lock(path):
+    saver = threading.Thread(target=save)
+    saver.start()
+    saver.join(0.3)
+    waited = saver.is_alive() and open(path).read() == "old"
+saver.join(5)
+print(waited, open(path).read())
+"""
 
 
 def test_an_error_stops_the_run_unless_keep_going(stack: Stack):

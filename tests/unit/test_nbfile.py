@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 
 import pytest
+from persistent_notebooks import paths
 from persistent_notebooks.runner import nbfile
 
 
@@ -134,3 +136,33 @@ def test_atomic_write_refuses_to_overwrite_a_save_made_meanwhile(tmp_path):
         nbfile.atomic_write(path, "ours", unchanged=lambda: False)
     assert path.read_text() == "theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["nb.ipynb"]
+
+
+def test_a_save_made_under_the_lock_meanwhile_is_never_replaced(tmp_path):
+    """A run's write checks that the file is unchanged and renames under the lock Jupyter's saves rename under:
+    a save that lands while the run waits for the lock makes the run merge again (Changed), never lost."""
+    path = tmp_path / "n.ipynb"
+    path.write_text("before")
+    before = path.stat()
+
+    def unchanged() -> bool:
+        now = path.stat()
+        return (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    outcome: list = []
+
+    def run_writes() -> None:
+        try:
+            nbfile.atomic_write(path, "the run's older merge", unchanged)
+            outcome.append("written")
+        except nbfile.Changed:
+            outcome.append("changed")
+    with paths.replacing_lock(path):  # as Jupyter holds it for its rename
+        writer = threading.Thread(target=run_writes)
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive() and path.read_text() == "before", "the run renamed without the lock"
+        saved = tmp_path / "jupyter.tmp"
+        saved.write_text("acknowledged save")
+        os.replace(saved, path)
+    writer.join(5)
+    assert outcome == ["changed"] and path.read_text() == "acknowledged save"

@@ -11,7 +11,8 @@ from persistent_notebooks.settings import SettingError
 VARIABLES = ("NOTEBOOK_PORT", "TMUX_SESSION", "TMUX_RESTORE", "NOTEBOOK_AWAY_BUFFER", "NOTEBOOK_MEMORY_LIMIT",
              "JUPYTER_CULL_IDLE_TIMEOUT", "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "JUPYTER_TOKEN",
              "JUPYTER_TOKEN_FILE", "WORKSPACE_IS_CUSTOM", "JUPYTERHUB_SERVICE_URL", "JUPYTERHUB_SERVICE_PREFIX",
-             "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+             "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "KERNEL_CHECKPOINTS", "KERNEL_SNAPSHOTS", "KERNEL_STATE_LIMIT",
+             "KERNEL_STATE_FREE_FLOOR")
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,8 @@ def test_defaults_with_nothing_set():
     assert settings.memory_limit() == 0
     assert (settings.cull_idle_timeout(), settings.cull_interval(), settings.cull_connected()) == (0, 300, False)
     assert settings.workspace_is_custom() is False
+    assert (settings.kernel_checkpoints(), settings.kernel_snapshots()) == (True, True)
+    assert (settings.kernel_state_limit(), settings.kernel_state_floor()) == (8 * 2**30, 2 * 2**30)
 
 
 @pytest.mark.parametrize(("text", "size"), [
@@ -84,6 +87,11 @@ def test_cull_connected_reads_every_word_for_true_and_false(monkeypatch, value, 
     ("NOTEBOOK_AWAY_BUFFER", "lots", "NOTEBOOK_AWAY_BUFFER='lots' is not a size"),
     ("NOTEBOOK_MEMORY_LIMIT", "16 gigs", "NOTEBOOK_MEMORY_LIMIT='16 gigs' is not a size"),
     ("NOTEBOOK_MEMORY_LIMIT", "100m", "is below 256m"),
+    ("KERNEL_CHECKPOINTS", "often", "KERNEL_CHECKPOINTS='often' is not true or false"),
+    ("KERNEL_SNAPSHOTS", "2", "KERNEL_SNAPSHOTS='2' is not true or false"),
+    ("KERNEL_STATE_LIMIT", "big", "KERNEL_STATE_LIMIT='big' is not a size"),
+    ("KERNEL_STATE_LIMIT", "0", "KERNEL_STATE_LIMIT=0 would save nothing"),
+    ("KERNEL_STATE_FREE_FLOOR", "-1g", "KERNEL_STATE_FREE_FLOOR='-1g' is not a size"),
 ])
 def test_every_bad_setting_is_refused_by_check_all(monkeypatch, name, value, message):
     """check_all() (the check service, the entrypoint) should refuse each bad value, naming it and the fix."""
@@ -103,6 +111,9 @@ def test_every_bad_setting_is_refused_by_check_all(monkeypatch, name, value, mes
     ("JUPYTER_CULL_IDLE_TIMEOUT", "3600", settings.cull_idle_timeout, 3600),
     ("JUPYTER_CULL_INTERVAL", " 60 ", settings.cull_interval, 60),
     ("WORKSPACE_IS_CUSTOM", "yes", settings.workspace_is_custom, True),
+    ("KERNEL_CHECKPOINTS", "no", settings.kernel_checkpoints, False),
+    ("KERNEL_STATE_LIMIT", "512m", settings.kernel_state_limit, 512 * 2**20),
+    ("KERNEL_STATE_FREE_FLOOR", "0", settings.kernel_state_floor, 0),
 ])
 def test_good_values_read_as_the_programs_use_them(monkeypatch, name, value, read, expected):
     monkeypatch.setenv(name, value)
