@@ -123,11 +123,12 @@ def cell_round_trips(stack: Stack, token: str, kernel_id: str, cells: int, code:
 
 
 def checkpoints_off(stack: Stack, token: str, kernel_id: str) -> None:
-    """The floor: the same kernel with its post-cell hook removed (no checkpoint after cells)."""
+    """The floor: the same kernel with its cell hooks removed (no checkpoint after cells)."""
     with KernelConnection(stack.base_url, token, kernel_id) as kernel:
         out = kernel.execute("def _pn_off():\n    import gc\n    from persistent_notebooks import kernelstate as ks\n"
                              "    st = next(o for o in gc.get_objects() if isinstance(o, ks.KernelState))\n"
                              "    get_ipython().events.unregister('post_run_cell', st.post_run_cell)\n"
+                             "    get_ipython().events.unregister('pre_run_cell', st.pre_run_cell)\n"
                              "_pn_off()\ndel _pn_off")
     assert out["error"] is None, out
 
@@ -203,16 +204,20 @@ def run_alone(image: str | None, quick: bool) -> dict:
     if os.getuid() == 0:
         os.chown(workspace, 1000, 1000)
     uid = str(os.getuid() or 1000)
+    built = image is None
     image = image or "persistent-notebooks:benchmark"
     stack = Stack(workspace, image, env_file, HOST_UID=uid, HOST_GID=uid, TMUX_SESSION="bench",
                   JUPYTER_TOKEN=secrets.token_hex(24))
     try:
-        stack.compose("build", timeout=1800)
+        if built:
+            stack.compose("build", timeout=1800)
         stack.up()
         stack.wait_healthy()
         return measure(stack, stack.variables["JUPYTER_TOKEN"], quick)
     finally:
         stack.down()
+        if built:
+            subprocess.run(["docker", "image", "rm", image], capture_output=True)
         env_file.unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(workspace)])
 

@@ -127,15 +127,16 @@ class KernelConnection:
             except websocket.WebSocketTimeoutException:
                 break
 
-    def submit(self, code: str) -> str:
-        """Send an execute_request, as an editor runs a cell; return its msg_id."""
+    def submit(self, code: str, cell_uri: str | None = None) -> str:
+        """Send an execute_request, as an editor runs a cell; return its msg_id. With cell_uri, the request's
+        metadata names the cell as VSCode's does (cellExecution.ts: metadata.cellId, the cell's URI)."""
         msg_id = uuid.uuid4().hex
         self.send({
             "header": {"msg_id": msg_id, "username": "kernelclient", "session": self.session,
                        "msg_type": "execute_request", "version": "5.3",
                        "date": datetime.now(UTC).isoformat()},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True,
+            "parent_header": {}, "metadata": {"cellId": cell_uri} if cell_uri else {}, "channel": "shell",
+            "buffers": [], "content": {"code": code, "silent": False, "store_history": True,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
         })
         return msg_id
@@ -174,9 +175,9 @@ class KernelConnection:
                 out["idle"] = True
         return out
 
-    def execute(self, code: str) -> dict:
-        """Run code; return {"stdout": ..., "result": ..., "error": ...} once the kernel is idle."""
-        msg_id = self.submit(code)
+    def execute(self, code: str, cell_uri: str | None = None) -> dict:
+        """Run code; return {"stdout": ..., "stderr": ..., "result": ..., "error": ...} once the kernel is idle."""
+        msg_id = self.submit(code, cell_uri)
         self.ws.settimeout(1.0)  # short reads, so the deadline below is kept (pings restart a read)
         out = {"stdout": "", "stderr": "", "result": None, "error": None}
         replied = idle = False

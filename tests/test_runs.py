@@ -161,6 +161,32 @@ def test_run_fills_the_notebook_in_the_session_kernel(stack: Stack):
     assert [s["kernel"]["id"] for s in sessions if s["path"] == "four.ipynb"] == [kernel_id]
 
 
+def test_a_run_uses_the_kernel_vscode_runs_the_notebook_in(stack: Stack):
+    """VSCode's session is named NAME-jvsc-UUID.ipynb, but its cells name the notebook (metadata.cellId): a run of
+    that notebook should use that kernel (the user's variables), and the kernel list should name the notebook.
+    Attached to the container, the cell's URI holds the container's path; under Remote-SSH, the host's."""
+    (stack.workspace / "a").mkdir(exist_ok=True)
+    if os.getuid() == 0:
+        os.chown(stack.workspace / "a", TEST_UID, TEST_GID)
+    token = stack.token()
+    for name, uri in (
+            ("train", "vscode-notebook-cell://dev-container%2B7b22/workspace/a/train.ipynb#W0sZmlsZQ%3D%3D"),
+            ("eval", f"vscode-notebook-cell://ssh-remote%2Bworkstation/home/me{stack.workspace}/a/eval.ipynb#W1")):
+        path = write_notebook(stack, f"a/{name}.ipynb", [cell("print(x + 1)")])
+        session = api(stack.base_url, token, "/api/sessions", "POST", {
+            "path": f"{name}-jvsc-{uuid.uuid4()}{uuid.uuid4()}.ipynb", "name": f"{name}-{uuid.uuid4()}.ipynb",
+            "type": "notebook", "kernel": {"name": "python3"}})
+        kernel_id = session["kernel"]["id"]
+        with KernelConnection(stack.base_url, token, kernel_id) as kernel:
+            assert kernel.execute("x = 41", cell_uri=uri)["error"] is None
+        done = wait_run(stack, start_run(stack, f"a/{name}.ipynb"))
+        assert done["state"] == "done" and done["kernel_id"] == kernel_id, done
+        assert text_of(read(path)["cells"][0]) == "42\n", read(path)["cells"][0]
+        listed = json.loads(notebookctl(stack, "kernels", "--json").stdout)["kernels"]
+        assert next(k for k in listed if k["id"] == kernel_id)["notebooks"] == [f"a/{name}.ipynb"], listed
+        api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+
 def test_run_without_a_session_makes_one_an_editor_finds(stack: Stack):
     """A run of a notebook with no session should start its kernelspec's kernel in a session for that path."""
     path = write_notebook(stack, "fresh.ipynb", [cell("answer = 42\nprint(answer)")])

@@ -490,8 +490,9 @@ class KernelState:
         self.restored = set()
 
     def pre_run_cell(self, info) -> None:
-        self.cell_lock.acquire()
-        self.running = True
+        if not self.running:  # (a cell whose post_run_cell never came holds it already)
+            self.cell_lock.acquire()
+            self.running = True
         if not getattr(info, "store_history", False):
             return  # start-up code (exec_lines), or a client's own bookkeeping: not the user's cell
         if self.restored:
@@ -503,8 +504,8 @@ class KernelState:
     def post_run_cell(self, result) -> None:
         count = getattr(result, "execution_count", None)
         self.execution_count = (count + 1) if isinstance(count, int) else self.shell.execution_count
-        self.running = False
-        if self.cell_lock.locked():
+        if self.running:
+            self.running = False
             self.cell_lock.release()
         if getattr(getattr(result, "info", None), "store_history", False):  # a cell, not start-up code
             self.pending = True

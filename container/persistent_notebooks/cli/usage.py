@@ -135,6 +135,10 @@ def collect() -> dict:
         kid = (session.get("kernel") or {}).get("id")
         if kid:
             notebooks.setdefault(kid, []).append(session.get("path") or session.get("name") or "")
+    for kid, record in records.items():  # VSCode's sessions name no notebook: the cells it ran do
+        if record.get("notebook"):
+            named = [p for p in notebooks.get(kid, []) if "-jvsc-" not in p]
+            notebooks[kid] = sorted({*named, record["notebook"]})
     trees = {}
     for kernel in kernels:
         record = records.get(kernel["id"])

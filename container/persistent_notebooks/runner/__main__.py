@@ -466,6 +466,7 @@ class Runner:
         self.last_request = time.monotonic()
         self.stopping = asyncio.Event()
         self.oom_kills = self._oom_kills()
+        self.kernel_note: str | None = None  # said by kernel_for about its choice, noted in the run
 
     @staticmethod
     def _oom_kills() -> int:
@@ -601,6 +602,7 @@ class Runner:
         cells = nbfile.plan(nb, first, last)
         if not cells:
             raise RunError(f"{rel}: no code cells to run in cells {first}-{last}.")
+        self.kernel_note = None
         kernel_id, kernel_name = await asyncio.to_thread(self.kernel_for, rel, nb, request.get("kernel"))
         if ids_added:
             import nbformat
@@ -610,6 +612,8 @@ class Runner:
         run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection,
                   resume=request.get("resume", True) is not False, resumed_from=request.get("resumed_from"))
         self.runs[run.id] = run
+        if self.kernel_note:
+            run.note(self.kernel_note)
         run.task = asyncio.ensure_future(run.main())
         log.info("run %s: %s, %d cells, kernel %s (%s)", run.id, rel, len(cells), kernel_id, kernel_name)
         return run
@@ -619,6 +623,18 @@ class Runner:
         kernelspec (so that an editor attaching afterwards finds this kernel)."""
         sessions = [s for s in api("GET", "/api/sessions") or []
                     if (s.get("path") or "").lstrip("/") == rel and s.get("kernel")]
+        # VSCode's sessions are named otherwise (NAME-jvsc-UUID.ipynb): its kernel is known by the cells it
+        # ran (server.sessions.note_notebook). The most recent one of the notebook's kernels, said so.
+        editor = sorted((r for r in paths.live_records() if r.get("notebook") == rel),
+                        key=lambda r: r.get("notebook_seen") or 0, reverse=True)
+        if editor and not wanted:
+            chosen = editor[0]
+            others = {s["kernel"]["id"] for s in sessions} | {r["kernel_id"] for r in editor[1:]}
+            others.discard(chosen["kernel_id"])
+            if others:
+                self.kernel_note = (f"{rel} has {len(others) + 1} kernels (two editor windows?): ran in "
+                                    f"{chosen['kernel_id'][:8]}, the one that ran a cell of it last")
+            return chosen["kernel_id"], chosen["kernel_name"]
         session = sessions[0] if sessions else None
         specs = api("GET", "/api/kernelspecs")
         names = sorted(specs["kernelspecs"])

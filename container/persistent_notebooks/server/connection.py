@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
+from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError
@@ -26,6 +28,7 @@ from tornado.websocket import WebSocketClosedError
 from .. import settings
 from ..keeper.client import KEEPER
 from .coalesce import Coalescer, coalesce
+from .sessions import note_notebook, notebook_of_cell
 
 ACK_DELAY = 0.25
 PING_PREFIX = b"pn-ack-"
@@ -72,6 +75,41 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             connected.add_done_callback(
                 lambda _: setattr(self, "_replay_task", asyncio.ensure_future(self._replay())))
         return connected
+
+    # --- incoming -----------------------------------------------------------------------------------
+
+    _notebooks_noted: dict | None = None  # cell URI -> when it was last noted
+
+    def handle_incoming_message(self, incoming_msg) -> None:
+        """As Jupyter does; and an execute request that names its cell (VSCode's metadata.cellId, a URI whose
+        path is the notebook's) tells which notebook this kernel runs, for runs and the kernel list."""
+        marker = b"cellId" if isinstance(incoming_msg, bytes) else "cellId"
+        if marker in incoming_msg:
+            try:
+                self._note_cell(incoming_msg)
+            except Exception:  # noqa: BLE001 - never in the way of the message itself
+                self.log.debug("could not read the cell id of a message to kernel %s", self.kernel_id, exc_info=True)
+        return super().handle_incoming_message(incoming_msg)
+
+    def _note_cell(self, incoming_msg) -> None:
+        if self.subprotocol == "v1.kernel.websocket.jupyter.org":
+            _, parts = deserialize_msg_from_ws_v1(incoming_msg)
+            header, metadata = json.loads(parts[0]), json.loads(parts[2])
+        else:
+            msg = json.loads(incoming_msg)
+            header, metadata = msg.get("header") or {}, msg.get("metadata") or {}
+        uri = metadata.get("cellId")
+        if header.get("msg_type") != "execute_request" or not isinstance(uri, str):
+            return
+        uri = uri.split("#", 1)[0]
+        self._notebooks_noted = self._notebooks_noted or {}
+        now = time.monotonic()
+        if now - self._notebooks_noted.get(uri, -60.0) < 60:
+            return
+        self._notebooks_noted[uri] = now
+        notebook = notebook_of_cell(uri)
+        if notebook:
+            note_notebook(self.kernel_id, notebook)
 
     # --- kernel info --------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Jupyter's sessions database (notebook path <-> kernel), kept in the state volume, repaired when damaged."""
+"""Jupyter's sessions database (notebook path <-> kernel), kept in the state volume, repaired when damaged; and
+the notebook of a kernel whose session does not name it (VSCode's), learnt from the cells it runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,41 @@ from pathlib import Path
 from .. import paths, settings
 
 log = logging.getLogger("persistent_notebooks")
+
+
+def notebook_of_cell(uri: str) -> str | None:
+    """The workspace path of the notebook a cell URI names (VSCode's execute requests carry one as
+    metadata.cellId: vscode-notebook-cell://dev-container%2B.../workspace/a/train.ipynb#W0sZmlsZQ%3D%3D,
+    the host's path under Remote-SSH): the path under /workspace, or else the longest end of the path that
+    is a notebook in the workspace."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        path = Path(unquote(urlsplit(uri).path))
+    except ValueError:
+        return None
+    if path.suffix != ".ipynb":
+        return None
+    if path.is_relative_to(settings.WORKSPACE):
+        return str(path.relative_to(settings.WORKSPACE))
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for start in range(len(parts)):
+        candidate = Path(*parts[start:])
+        if (settings.WORKSPACE / candidate).is_file():
+            return str(candidate)
+    return None
+
+
+def note_notebook(kernel_id: str, notebook: str) -> None:
+    """Record in the kernel's record which notebook its cells come from, and when last (for the runner's
+    choice between two kernels of one notebook); written when it changes, or a minute after the last time."""
+    record = paths.read_record(kernel_id)
+    if record is None:
+        return
+    now = time.time()
+    if record.get("notebook") == notebook and now - (record.get("notebook_seen") or 0) < 60:
+        return
+    paths.write_record({**record, "notebook": notebook, "notebook_seen": now})
 
 
 def repair_sessions_db() -> None:
@@ -46,8 +82,9 @@ def repair_sessions_db() -> None:
     for record_file in sorted(paths.KERNELS_DIR.glob("*.json")):
         try:
             record = json.loads(record_file.read_text())
-            notebook = Path(record["env"]["JPY_SESSION_NAME"])
             kernel_id = record["kernel_id"]
+            notebook = settings.WORKSPACE / record["notebook"] if record.get("notebook") else \
+                Path(record["env"]["JPY_SESSION_NAME"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
         # JPY_SESSION_NAME is the kernel's folder joined with the session's name: the notebook's path
