@@ -47,8 +47,11 @@ class _UnixTransport(xmlrpc.client.Transport):
         super().__init__()
         self.socket_path, self.timeout = path, timeout
 
-    def make_connection(self, host):  # noqa: ARG002 - the host is the socket's
-        return _UnixConnection(self.socket_path, self.timeout)
+    def make_connection(self, host):
+        # Kept where xmlrpc's Transport.close() finds it (the proxy's `with` closes it).
+        if self._connection[1] is None:
+            self._connection = host, _UnixConnection(self.socket_path, self.timeout)
+        return self._connection[1]
 
 
 def start(program: str, timeout: float = 10.0, path: str = SUPERVISOR_SOCKET) -> bool:
@@ -56,7 +59,8 @@ def start(program: str, timeout: float = 10.0, path: str = SUPERVISOR_SOCKET) ->
     False if it was running already; ProgramError if it cannot be started (or supervisord asked)."""
     proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(path, timeout))
     try:
-        proxy.supervisor.startProcess(program, False)
+        with proxy:  # closes the connection to supervisord's socket, whatever the answer
+            proxy.supervisor.startProcess(program, False)
     except xmlrpc.client.Fault as fault:
         if fault.faultCode == ALREADY_STARTED:
             return False

@@ -90,7 +90,7 @@ def _boolean(name: str, default: bool) -> bool:
 
 def _seconds(name: str, default: int, minimum: int = 0) -> int:
     value = (_get(name) or "").strip() or str(default)
-    if not value.isdigit() or int(value) < minimum:
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:  # ("²".isdigit() holds)
         raise SettingError(f"{name}={value!r} is not a whole number of seconds >= {minimum}. Set {name} in "
                            f".env to e.g. {max(default, minimum) or 3600} (no units), or remove it.")
     return int(value)
@@ -104,7 +104,7 @@ def port() -> int:
     if hub_mode():
         return hub_service_url()[1]
     value = (_get("NOTEBOOK_PORT") or "").strip() or str(DEFAULT_PORT)
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
         raise SettingError(f"NOTEBOOK_PORT={value!r} is not a port number. Set NOTEBOOK_PORT in .env to e.g. 8890.")
     return int(value)
 

@@ -83,3 +83,40 @@ def test_supervisord_conf_and_the_code_name_the_same_socket_file_and_programs():
                  if s.startswith("program:") and conf[s].get("autostart", "true") == "false"}
     assert on_demand == set(programs.ON_DEMAND), on_demand
     assert f"COPY supervisord.conf {paths.SUPERVISORD_CONF}\n" in (repo / "Dockerfile").read_text()
+
+
+def test_asking_supervisord_leaves_no_socket_open(tmp_path):
+    """programs.start() should close its connection to supervisord's socket (jupyter_server's own tests flag an
+    unclosed socket as a ResourceWarning), answered or not."""
+    import gc
+    import socketserver
+    import threading
+    import warnings
+    import xmlrpc.client
+
+    from persistent_notebooks import programs
+
+    class Answer(socketserver.StreamRequestHandler):
+        def handle(self):
+            length = 0
+            while (line := self.rfile.readline().strip()):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            self.rfile.read(length)
+            body = xmlrpc.client.dumps(xmlrpc.client.Fault(programs.ALREADY_STARTED, "ALREADY_STARTED"),
+                                       methodresponse=True).encode()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+
+    path = str(tmp_path / "supervisor.sock")
+    server = socketserver.UnixStreamServer(path, Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            assert programs.start("kernel-keeper", path=path) is False
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+    finally:
+        server.shutdown()
+        server.server_close()
