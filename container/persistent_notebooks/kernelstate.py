@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -194,29 +195,53 @@ class Store:
         st = os.statvfs(self.dir)
         return st.f_bavail * st.f_frsize
 
-    def put(self, chunks: list, size: int, digest: str | None = None) -> str:
-        """Store content (not rewritten when the folder already has it); returns its sha256."""
-        digest = digest or _digest_chunks(chunks)
+    def put(self, data, likely_new: bool = False) -> str:
+        """Store content (not rewritten when the folder already has it); returns its sha256. Content that is
+        likely new is hashed while it is written (one pass at the disk's pace), the rest hashed first."""
+        view = memoryview(data).cast("B")
+        if likely_new:
+            self._check_floor(view.nbytes)
+            tmp = self.dir / f".new.{os.getpid()}.tmp"
+            digest = _write_hashing(tmp, view)
+            path = self.dir / f"c-{digest}"
+            if path.exists():
+                tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, path)
+            return digest
+        digest = sha256_of(view)
         path = self.dir / f"c-{digest}"
         if not path.exists():
-            if self.free() - size < self.config.floor:
-                raise FloorReached(f"{_mib(self.free())} free on the state volume, {_mib(size)} to write, "
-                                   f"KERNEL_STATE_FREE_FLOOR={_mib(self.config.floor)}")
-            _write_file(path, chunks)
+            self._check_floor(view.nbytes)
+            _write_file(path, [view])
         return digest
 
+    def _check_floor(self, size: int) -> None:
+        if self.free() - size < self.config.floor:
+            raise FloorReached(f"{_mib(self.free())} free on the state volume, {_mib(size)} to write, "
+                               f"KERNEL_STATE_FREE_FLOOR={_mib(self.config.floor)}")
+
     def read(self, digest: str, size: int | None = None) -> bytearray:
-        """Content by its sha256, verified."""
+        """Content by its sha256, verified (each chunk hashed in a thread while the next is read)."""
         path = self.dir / f"c-{digest}"
         data = bytearray(path.stat().st_size if size is None else size)
-        with open(path, "rb", buffering=0) as f:
-            view, done = memoryview(data), 0
-            while done < len(data):
-                n = f.readinto(view[done:])
-                if not n:
-                    raise ValueError(f"{path.name} is shorter than recorded")
-                done += n
-        if sha256_of(data) != digest:
+        hasher = hashlib.sha256()
+        with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(1) as pool:
+            view, done, hashing = memoryview(data), 0, None
+            for chunk in _chunks(view, 16 << 20):
+                got = 0
+                while got < len(chunk):
+                    n = f.readinto(chunk[got:])
+                    if not n:
+                        raise ValueError(f"{path.name} is shorter than recorded")
+                    got += n
+                if hashing is not None:
+                    hashing.result()
+                hashing = pool.submit(hasher.update, chunk)
+                done += got
+            if hashing is not None:
+                hashing.result()
+        if hasher.hexdigest() != digest:
             raise ValueError(f"{path.name} does not match its checksum")
         return data
 
@@ -246,12 +271,29 @@ class Store:
         _write_file(self.dir / name, [json.dumps(asdict(record)).encode()], fsync=False)
 
 
-def _digest_chunks(chunks: list) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        for part in _chunks(memoryview(chunk)):
-            digest.update(part)
-    return digest.hexdigest()
+def _write_hashing(path: Path, view: memoryview) -> str:
+    """Write a private file (fsynced) while a thread hashes what was written; its sha256."""
+    hasher = hashlib.sha256()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            hashing = None
+            for chunk in _chunks(view, 16 << 20):
+                rest = chunk
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+                if hashing is not None:
+                    hashing.result()
+                hashing = pool.submit(hasher.update, chunk)
+            if hashing is not None:
+                hashing.result()
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return hasher.hexdigest()
 
 
 def _mib(n: int) -> str:
@@ -285,6 +327,28 @@ def _refused(value) -> str | None:
     if kind.__module__ in ("socket", "ssl", "sqlite3") or kind.__module__.startswith("_thread"):
         return f"a {kind.__module__} {kind.__name__}: make it again"
     return None
+
+
+class _OutOfBand:
+    """A big bytes or bytearray variable, pickled out of band as arrays are: written from its own memory,
+    loaded as the very buffer read back (the C pickler keeps builtin types from reducer_override)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __reduce__(self):
+        return (_as_bytes if type(self.value) is bytes else _as_bytearray), (pickle.PickleBuffer(self.value),)
+
+
+def _as_bytearray(buffer) -> bytearray:
+    """A big bytearray's buffer, as loaded (a bytearray read from its file): itself, not a copy."""
+    return buffer if type(buffer) is bytearray else bytearray(buffer)
+
+
+def _as_bytes(buffer) -> bytes:
+    return bytes(buffer)
 
 
 def _load_dill(data: bytes):
@@ -356,6 +420,10 @@ def save(store: Store, namespace: dict, reason: str, execution_count: int, input
     Variables are taken smallest first, so that the kernel's size limit leaves out the biggest ones.
     Raises FloorReached before anything is half-written; the previous manifest stays in force."""
     entries, skipped, total = [], {}, 0
+    try:
+        before = {e.name: [size for _, size in e.buffers] for e in store.read_manifest().entries}
+    except Exception:  # noqa: BLE001 - none yet, or unreadable: everything is new
+        before = {}
     names = sorted(namespace, key=lambda n: (_kind_order(namespace[n]), _estimate(namespace[n]), n))
     for name in names:
         value = namespace[name]
@@ -366,8 +434,9 @@ def save(store: Store, namespace: dict, reason: str, execution_count: int, input
         buffers: list[memoryview] = []
         stream = io.BytesIO()
         codec = "pickle"
+        big = type(value) in (bytes, bytearray) and len(value) >= OUT_OF_BAND
         try:
-            _Pickler(stream, value, buffers).dump(value)
+            _Pickler(stream, value, buffers).dump(_OutOfBand(value) if big else value)
         except Exception:  # noqa: BLE001 - not for the C pickler: all of it through dill
             import dill
 
@@ -386,8 +455,9 @@ def save(store: Store, namespace: dict, reason: str, execution_count: int, input
                              f"{_mib(store.config.limit)}")
             continue
         total += size
-        refs = [[store.put([b], b.nbytes), b.nbytes] for b in buffers]
-        entries.append(Entry(name, codec, store.put([data], data.nbytes), refs, size, type(value).__name__))
+        new = before.get(name) != [b.nbytes for b in buffers]  # a new variable, or buffers of other sizes
+        refs = [[store.put(b, likely_new=new), b.nbytes] for b in buffers]
+        entries.append(Entry(name, codec, store.put(data), refs, size, type(value).__name__))
     manifest = Manifest(store.config.kernel_id, time.time(), reason, execution_count, entries, skipped,
                         inputs[-HISTORY_KEPT:], total)
     store.write_manifest(manifest)
