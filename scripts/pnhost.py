@@ -76,11 +76,33 @@ def pass_through(command: str, usage: str) -> int:
         if len(args) < 2:
             raise Fail("-p needs a compose project name")
         project, args = args[1], args[2:]
-    container_id(project)  # a clear message when the stack is down
+    cid = container_id(project)  # a clear message when the stack is down
+    args = in_workspace(args, cid)
     # A terminal where the user has one (progress bars), none for scripts and pipes.
     flags = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
     return compose("exec", *flags, SERVICE, "notebookctl", command, *args, project=project, capture=False,
                    check=False).returncode
+
+
+def in_workspace(args: Sequence[str], cid: str) -> list[str]:
+    """Paths as the host sees them (tab completion gives workspace/a.ipynb, or an absolute path), made
+    relative to the workspace as the container takes them. Only a notebook or a file that exists here is
+    taken for a path (not a run or kernel id); anything outside the workspace folder is left as given."""
+    mounts = subprocess.run(["docker", "inspect", "--format", "{{json .Mounts}}", cid],
+                            capture_output=True, text=True).stdout
+    try:
+        source = next(Path(m["Source"]).resolve() for m in json.loads(mounts) if m["Destination"] == "/workspace")
+    except (ValueError, StopIteration, KeyError, TypeError):
+        return list(args)
+    out = []
+    for arg in args:
+        path = Path(arg).expanduser()
+        if not arg.startswith("-") and (arg.endswith(".ipynb") or path.exists()):
+            resolved = path.resolve()
+            if resolved.is_relative_to(source) and resolved != source:
+                arg = str(resolved.relative_to(source))
+        out.append(arg)
+    return out
 
 
 def health(project: str | None = None) -> str:

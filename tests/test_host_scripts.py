@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
+import os
 from pathlib import Path
 
+from conftest import TEST_GID, TEST_UID
 from stack import REPO, WHEN_IDLE, Stack, docker_client
 
 
@@ -66,3 +69,22 @@ def test_base_image_mirror_comes_from_the_hosts_apt_sources(tmp_path: Path, monk
     (tmp_path / "sources.list").write_text(
         "deb [signed-by=/usr/share/keyrings/k.gpg] http://other.invalid/debian bookworm main\n")
     assert module.host_mirrors() == ("http://other.invalid/debian", None)
+
+
+def test_host_helpers_take_paths_as_the_host_sees_them(stack: Stack):
+    """scripts/run should take the notebook as the host names it: under the workspace folder, relative to where
+    the user is (tab completion gives workspace/x.ipynb) or absolute; a path outside it is refused."""
+    notebook = stack.workspace / "host-path.ipynb"
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None,
+                                               "outputs": [], "source": "print('ran')"}],
+                                    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+                                    "nbformat": 4, "nbformat_minor": 5}))
+    if os.getuid() == 0:
+        os.chown(notebook, TEST_UID, TEST_GID)
+    for given in (os.path.relpath(notebook), str(notebook)):
+        result = stack.run_script("run", given, "--wait")
+        assert result.returncode == 0, f"{given}: {result.stdout}{result.stderr}"
+        outputs = json.loads(notebook.read_text())["cells"][0]["outputs"]
+        assert outputs and "ran" in "".join(outputs[0]["text"]), outputs
+    outside = stack.run_script("run", str(REPO / "README.md"))
+    assert outside.returncode != 0, outside.stdout

@@ -207,17 +207,48 @@ def test_healthcheck_fails_without_jupyter_or_session(live: Stack):
     def failing(what: str):
         return lambda: (lambda result: not result[0] and what in result[1])(live.check_health())
     live.exec(*SUPERVISORCTL, "stop", "jupyter")
-    try:
+    try:  # (the watchdog starts it again 10 s after; the report says so before)
         wait_for(failing("Jupyter is STOPPED"), 15, "the health report to name the stopped Jupyter")
     finally:
-        live.exec(*SUPERVISORCTL, "start", "jupyter")
+        live.exec(*SUPERVISORCTL, "start", "jupyter", check=False)
     live.exec(*SUPERVISORCTL, "stop", "tmux-session")
     try:
         live.exec("tmux", "-N", "kill-session", "-t", f"={name}")
         wait_for(failing("tmux session"), 15, "the health report to name the missing tmux session")
     finally:
-        live.exec(*SUPERVISORCTL, "start", "tmux-session")
+        live.exec(*SUPERVISORCTL, "start", "tmux-session", check=False)
     wait_for(lambda: live.check_health()[0], 60, "the healthcheck to pass again")
+
+
+SUPERVISORCTL_FROM_A_CELL = """
+import subprocess
+def supervisorctl(*args):
+    done = subprocess.run(["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", *args],
+                          capture_output=True, text=True)
+    return (done.stdout + done.stderr).strip()
+"""
+
+
+def test_a_server_stopped_from_a_cell_comes_back_and_the_stack_cannot_be_shut_down(live: Stack):
+    """`supervisorctl stop jupyter` from a notebook cell: Jupyter should answer again within 30 s, its kernels
+    kept; shutdown and reconfiguration through supervisord's socket should be refused to a cell."""
+    token = live.token()
+    kernel_id = api(live.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    with KernelConnection(live.base_url, token, kernel_id) as c:
+        out = c.execute(SUPERVISORCTL_FROM_A_CELL + "kept = 5\nfor call in ('shutdown', 'reload', 'update', "
+                        "'signal KILL jupyter', 'stop all'):\n    print(call, '->', supervisorctl(*call.split()))")
+    refusals = out["stdout"].splitlines()
+    assert len(refusals) == 5 and all("not offered here" in line for line in refusals), out
+    assert live.program_pid("jupyter") and live.settled(past=0), "a refused call changed something"
+    with KernelConnection(live.base_url, token, kernel_id) as c:
+        c.submit(SUPERVISORCTL_FROM_A_CELL + "supervisorctl('stop', 'jupyter')")
+        wait_for(lambda: live.programs().get("jupyter") == "STOPPED", 30, "Jupyter to be stopped from the cell")
+    started = time.monotonic()
+    live.wait_api(token, timeout=30)
+    with KernelConnection(live.base_url, token, kernel_id) as c:
+        assert c.execute("print(kept)")["stdout"] == "5\n", f"back after {time.monotonic() - started:.0f} s"
+    assert "was stopped (by hand?)" in live.logs()
+    api(live.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
 
 
 def test_session_comes_back_after_tmux_server_is_killed(live: Stack):

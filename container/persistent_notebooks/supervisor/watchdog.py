@@ -1,5 +1,6 @@
-"""The watchdog, inside supervisord's own process: heals a hung Jupyter or kernel keeper, hands a FATAL
-program to Docker, and writes the health report Docker's healthcheck reads.
+"""The watchdog, inside supervisord's own process: heals a hung Jupyter or kernel keeper, starts again any
+program stopped by hand, hands a FATAL program to Docker, and writes the health report Docker's healthcheck
+reads.
 
 supervisord restarts a program that exits, but not one that hangs (kill -STOP, a deadlock): it stays
 RUNNING while dead to its clients. A thread of supervisord probes Jupyter's /api/status (with the
@@ -8,6 +9,10 @@ wrong); a program that has failed its probes for HANG_AFTER seconds (and at leas
 killed with SIGKILL, and supervisord starts a new one: a new server adopts the running kernels, a new
 keeper follows them again. Only a RUNNING program (past its startsecs) is ever killed. The keeper runs
 only while kernels do (programs.py): should it be missing while one runs, the watchdog starts it.
+
+A program that should always run (autostart) and was stopped by hand (`supervisorctl stop jupyter`, from
+a terminal or a cell: Docker does nothing about an unhealthy container) is started again once it has been
+STOPPED for HEAL_STOPPED_AFTER seconds: `supervisorctl restart` (a stop and a start) is not disturbed.
 
 A program that reaches FATAL (it could not be started startretries times) would leave the container
 running but broken, "unhealthy" forever: Docker does nothing about that. So on PROCESS_STATE_FATAL
@@ -39,6 +44,7 @@ RETRY = 1.0  # ... while something is wrong (so health comes back quickly)
 PROBE_TIMEOUT = 4.0
 FAILURES = 3
 HANG_AFTER = 10.0  # seconds of failed probes, at least FAILURES of them, before a program is killed
+HEAL_STOPPED_AFTER = 10.0  # seconds an always-on program may stay STOPPED (by hand) before it is started again
 # Programs started on demand (programs.py): one that cannot start breaks one request, not the container.
 ON_DEMAND = programs.ON_DEMAND
 
@@ -150,6 +156,7 @@ class Watchdog:
         self.watched = [Watched("jupyter", "Jupyter", probe_jupyter),
                         Watched(programs.KEEPER, "the kernel keeper", probe_keeper, needed=kernels_running)]
         self.wake = threading.Event()
+        self.stopped_since: dict[str, float] = {}
 
     def start(self) -> None:
         events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
@@ -175,7 +182,26 @@ class Watchdog:
                 return process
         return None
 
+    def restart_stopped(self) -> None:
+        """Start again every always-on program that has been STOPPED (by hand) for HEAL_STOPPED_AFTER seconds."""
+        now = time.monotonic()
+        for group in list(self.supervisord.process_groups.values()):
+            for name, process in list(group.processes.items()):
+                if not process.config.autostart or process.state != ProcessStates.STOPPED:
+                    self.stopped_since.pop(name, None)
+                    continue
+                since = self.stopped_since.setdefault(name, now)
+                if now - since >= HEAL_STOPPED_AFTER:
+                    log(f"{name} was stopped (by hand?) {now - since:.0f} s ago: starting it again "
+                        "(`supervisorctl restart` restarts a program on purpose)")
+                    self.stopped_since.pop(name, None)
+                    try:
+                        programs.start(name)
+                    except programs.ProgramError as exc:
+                        log(str(exc))
+
     def round(self) -> list[str]:
+        self.restart_stopped()
         problems = [p for w in self.watched if (p := w.check(self.process(w.program)))]
         tmux = self.process("tmux-session")
         if tmux is None or tmux.state != ProcessStates.RUNNING or not session_attached(tmux.pid):
