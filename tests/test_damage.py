@@ -75,6 +75,26 @@ def test_damaged_kernel_records_are_set_aside(stack: Stack):
     api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
 
 
+def test_a_dead_record_naming_a_live_kernels_connection_file_harms_it_not(stack: Stack):
+    """A well-formed record of a dead kernel that names a running kernel's connection file (copied by hand, left by
+    a bug): the next Jupyter drops that record, and the running kernel keeps its file and is adopted."""
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        assert client.execute("kept = 'live'")["error"] is None
+    live = json.loads(stack.exec("cat", f"{KERNELS}/{kernel_id}.json").stdout)
+    dead = {**live, "kernel_id": "0dead000-0000-4000-8000-000000000000", "pid": 999999, "start_time": 1}
+    stack.exec("sh", "-c", f"printf '%s' \"$1\" > {KERNELS}/{dead['kernel_id']}.json", "sh", json.dumps(dead))
+    for _ in range(2):  # the first drops the dead record; the second must still find the live kernel's file
+        stack.kill_jupyter()
+        stack.wait_api(token)
+        with KernelConnection(stack.base_url, token, kernel_id) as client:
+            assert client.execute("print(kept)")["stdout"] == "live\n"
+    assert stack.exec("test", "-e", live["connection_file"], check=False).returncode == 0, "its file was removed"
+    assert dead["kernel_id"] not in {k["id"] for k in api(stack.base_url, token, "/api/kernels")}
+    api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
+
 def test_adoption_keeps_the_idle_time(stack: Stack):
     """A kernel adopted after a crash should keep its last activity, so culling and --idle-for go on counting."""
     token = stack.token()

@@ -228,8 +228,12 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         if getattr(app, "show_config", False) or getattr(app, "show_config_json", False):
             return  # `jupyter-server --show-config` starts no server: it must not touch the kernels
         repair_sessions_db()  # before any request opens it (the session manager connects on first use)
-        records = [self._relaunch(record) if self._ended_by_the_container(record) else record
-                   for record in paths.all_records(owner=True)]
+        records = paths.all_records(owner=True)
+        # A connection file a running kernel uses is never removed nor written over for another record
+        # (a damaged or copied record may name it).
+        live_files = {r["connection_file"] for r in records if paths.kernel_alive(r)}
+        records = [self._relaunch(record, live_files) if self._ended_by_the_container(record) else record
+                   for record in records]
         if not records:
             return
         try:
@@ -248,7 +252,8 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                 self.log.info("Kernel %s ended while the server was away; dropping its record", kernel_id)
                 paths.remove_record(kernel_id)
                 kernelstate.forget(paths.KERNEL_STATE_DIR / kernel_id)
-                Path(record["connection_file"]).unlink(missing_ok=True)
+                if record["connection_file"] not in live_files:
+                    Path(record["connection_file"]).unlink(missing_ok=True)
                 continue
             try:
                 self._adopt(record, states.get(kernel_id, {}))
@@ -265,21 +270,25 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
     def _ended_by_the_container(self, record: dict) -> bool:
         """A kernel of an earlier run of the container (restart, recreate, reboot, crash), while saving
         is on: it comes back."""
-        return (record.get("instance") != paths.container_instance() and not paths.kernel_alive(record)
+        return (record.get("instance") not in (None, paths.container_instance()) and not paths.kernel_alive(record)
                 and settings.kernel_state_saved())
 
-    def _relaunch(self, record: dict) -> dict:
+    def _relaunch(self, record: dict, live_files: set[str]) -> dict:
         """Start a kernel that the container's end stopped again, under its id, in its environment, folder
         and session, on new ports; it loads its saved variables before it answers (kernelstate). Returns
         its new record (adopted next, as any running kernel). Synchronous: a process started, no wait."""
         kernel_id = record["kernel_id"]
+        connection_file = str(Path(record["connection_file"]).with_name(f"kernel-{kernel_id}.json"))
+        if connection_file in live_files:
+            self.log.error("Kernel %s not started again: its connection file is a running kernel's", kernel_id)
+            return record
         try:
             km = self.kernel_manager_factory(parent=self, log=self.log, kernel_name=record["kernel_name"],
                                              kernel_spec_manager=self.kernel_spec_manager)
-            km.connection_file = record["connection_file"]
+            km.connection_file = connection_file
             ip = record.get("ip") or "127.0.0.1"
-            _, info = write_connection_file(record["connection_file"], ip=ip, key=str(uuid.uuid4()).encode(),
-                                            kernel_name=record["kernel_name"])
+            write_connection_file(connection_file, ip=ip, key=str(uuid.uuid4()).encode(),
+                                  kernel_name=record["kernel_name"])
             km._launch_args = {}
             cmd = km.format_kernel_cmd()
             env = kernel_env(record.get("env") or {})
@@ -296,7 +305,8 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
             return record
         self._relaunched[kernel_id] = process  # reaped by subprocess when it ends
         raise_oom_score(process.pid, self.log)
-        new = {**record, "pid": process.pid, "pgid": os.getpgid(process.pid), "ip": ip,
+        new = {**record, "connection_file": connection_file, "pid": process.pid, "pgid": os.getpgid(process.pid),
+               "ip": ip,
                "start_time": paths.process_start_time(process.pid), "instance": paths.container_instance(),
                "restored_at": time.time()}
         paths.write_record(new)
