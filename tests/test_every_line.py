@@ -46,6 +46,28 @@ def test_a_burst_reaches_a_connected_client_whole(stack: Stack, kernel: str, pro
     assert streams(out) <= BURST // 10, f"{streams(out)} stream messages for {BURST} lines: not coalesced"
 
 
+INTERLEAVED_CELL = """
+import sys
+for i in range(10000):
+    print(i, flush=True)
+    print(-i, file=sys.stderr, flush=True)
+"""
+
+
+def test_stdout_and_stderr_alternating_reach_a_connected_client_whole(stack: Stack, kernel: str):
+    """10,000 lines each of stdout and stderr, alternating, every one flushed (20,000 messages from the kernel):
+    every character should reach a connected client, each stream in its order, nothing dropped by the rate limit."""
+    with KernelConnection(stack.base_url, stack.token(), kernel, timeout=180) as client:
+        out = client.follow(client.submit(INTERLEAVED_CELL))
+    text = {"stdout": "", "stderr": ""}
+    for msg in out["messages"]:
+        if msg["msg_type"] == "stream":
+            text[msg["content"]["name"]] += msg["content"]["text"]
+    assert "rate exceeded" not in str(out["messages"]), "Jupyter's rate limit dropped output"
+    assert text["stdout"].split() == [str(i) for i in range(10000)], "stdout incomplete or out of order"
+    assert text["stderr"].split() == [str(-i) for i in range(10000)], "stderr incomplete or out of order"
+
+
 def test_a_flood_of_bytes_reaches_a_connected_client_whole(stack: Stack, kernel: str):
     """Output far past Jupyter's 1 MB/s data-rate limit should reach a connected client whole."""
     with KernelConnection(stack.base_url, stack.token(), kernel, timeout=180) as client:

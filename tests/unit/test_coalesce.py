@@ -129,3 +129,25 @@ def test_a_dropped_client_forgets_what_waits():
     coalescer.drop()
     loop.advance(1)
     assert len(sent) == 1
+
+
+def test_stdout_and_stderr_alternating_line_by_line_stay_whole_and_few():
+    """10,000 lines alternating stdout and stderr, flushed one by one, faster than the interval: every character
+    of each stream in its order, in a bounded number of messages (Jupyter's rate limit drops past 1,000 a
+    second), the last one sent carrying the newest msg_id (what the keeper is acknowledged)."""
+    coalescer, loop, sent = live()
+    pushed = []
+    for i in range(10_000):
+        pushed.append(stream(f"{i}\n", "stderr" if i % 2 else "stdout"))
+        coalescer.push(pushed[-1])
+        loop.advance(0.0001)  # a line every 0.1 ms: 10,000 a second
+    coalescer.push(message("status", {"execution_state": "idle"}))
+    texts = {"stdout": "", "stderr": ""}
+    for m in sent[:-1]:
+        kind, content = decoded(m)
+        texts[content["name"]] += content["text"]
+    assert texts["stdout"] == "".join(f"{i}\n" for i in range(0, 10_000, 2))
+    assert texts["stderr"] == "".join(f"{i}\n" for i in range(1, 10_000, 2))
+    seconds = 10_000 * 0.0001
+    assert len(sent) <= 3 + seconds / coalesce.INTERVAL * (coalesce.MAX_RUNS + 1), f"{len(sent)} messages"
+    assert msg_id(sent[-2]) == msg_id(pushed[-1]), "the newest message should be acknowledged last"

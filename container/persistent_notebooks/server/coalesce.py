@@ -4,10 +4,11 @@ Jupyter protects a client from an output flood by dropping IOPub messages past a
 message rate exceeded"): a cell printing 10,000 lines, one message each, reaches a connected client
 with thousands of them missing. Here nothing is dropped: a stream message goes out at once when
 none went out in the last INTERVAL seconds; otherwise it waits, and the stream messages that follow
-it (same cell, same stream name, nothing else in between) are appended to it, until INTERVAL has
-passed or MAX_TEXT characters are waiting. So a client gets at most about 1/INTERVAL stream
-messages a second, every character of them, in order; any other message (a result, a status) sends
-what waits first, so a cell's output never comes after its idle status.
+it are appended to it (same cell and stream name) or to a run of their own, until INTERVAL has
+passed or MAX_TEXT characters are waiting. So a client gets a few stream messages per INTERVAL,
+every character of them, in order (stdout and stderr alternating line by line: in order within each
+stream); any other message (a result, a status) sends what waits first, so a cell's output never
+comes after its idle status.
 
 Used by the kernel websocket (connection.py) for live output and for the output kept while away.
 A merged message carries the header of the last message in it, so its msg_id is the newest one
@@ -24,6 +25,7 @@ from ..wire import DELIM
 
 INTERVAL = 0.05  # seconds between two stream messages to one client, at most ~20 a second
 MAX_TEXT = 1 << 20  # characters merged into one message before it goes out regardless
+MAX_RUNS = 4  # runs (cell and stream) sent as they are in one window; past it, one message per cell and stream
 
 
 class Stream(NamedTuple):
@@ -88,15 +90,19 @@ def coalesce(session, messages: list[list]) -> list[tuple[list, list[list]]]:
 
 
 class Coalescer:
-    """Live coalescing for one client: push() every IOPub message, emit() gets what goes out."""
+    """Live coalescing for one client: push() every IOPub message, emit() gets what goes out.
+
+    Stream messages wait in runs (one cell and stream name each, in order); a flush sends each run as one
+    message. Output that alternates stdout and stderr faster than that (a run per line) is sent, past
+    MAX_RUNS runs in a window, as one message per cell and stream, in the order of their last lines:
+    every character, at most a few messages per window, order kept within each stream."""
 
     def __init__(self, session, emit: Callable[[list], None], clock: Callable[[], float],
                  call_later: Callable[[float, Callable[[], None]], object],
                  cancel: Callable[[object], None], interval: float = INTERVAL) -> None:
         self.session, self.emit, self.clock = session, emit, clock
         self.call_later, self.cancel, self.interval = call_later, cancel, interval
-        self.waiting: list[Stream] = []
-        self.waiting_raw: list[list] = []
+        self.runs: list[tuple[list[Stream], list[list]]] = []  # waiting: (streams, raw messages) per run
         self.size = 0
         self.last_out = float("-inf")
         self.timer = None
@@ -107,14 +113,15 @@ class Coalescer:
             self.flush()
             self.emit(msg_list)
             return
-        if self.waiting and self.waiting[-1].key != stream.key:
-            self.flush()
-        if not self.waiting and self.clock() - self.last_out >= self.interval:
+        if not self.runs and self.clock() - self.last_out >= self.interval:
             self.last_out = self.clock()
             self.emit(msg_list)
             return
-        self.waiting.append(stream)
-        self.waiting_raw.append(msg_list)
+        if self.runs and self.runs[-1][0][-1].key == stream.key:
+            self.runs[-1][0].append(stream)
+            self.runs[-1][1].append(msg_list)
+        else:
+            self.runs.append(([stream], [msg_list]))
         self.size += len(stream.text)
         if self.size >= MAX_TEXT:
             self.flush()
@@ -130,16 +137,24 @@ class Coalescer:
         if self.timer is not None:
             self.cancel(self.timer)
             self.timer = None
-        if not self.waiting:
+        if not self.runs:
             return
-        waiting, raw = self.waiting, self.waiting_raw
-        self.waiting, self.waiting_raw, self.size = [], [], 0
+        runs, self.runs, self.size = self.runs, [], 0
         self.last_out = self.clock()
-        self.emit(merged(self.session, waiting) if len(waiting) > 1 else raw[0])
+        if len(runs) > MAX_RUNS:
+            # One per cell and stream, ordered by their last message: the last one sent is the newest, so
+            # acknowledging it acknowledges all.
+            by_key: dict[tuple[str, str], tuple[list[Stream], list[list], int]] = {}
+            for position, (streams, raw) in enumerate(runs):
+                merged_streams, merged_raw, _ = by_key.get(streams[0].key, ([], [], 0))
+                by_key[streams[0].key] = (merged_streams + streams, merged_raw + raw, position)
+            runs = [(streams, raw) for streams, raw, _ in sorted(by_key.values(), key=lambda run: run[2])]
+        for streams, raw in runs:
+            self.emit(merged(self.session, streams) if len(streams) > 1 else raw[0])
 
     def drop(self) -> None:
         """The client is gone: forget what waits (the keeper still has it, unacknowledged)."""
         if self.timer is not None:
             self.cancel(self.timer)
             self.timer = None
-        self.waiting, self.waiting_raw, self.size = [], [], 0
+        self.runs, self.size = [], 0
