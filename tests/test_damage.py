@@ -172,6 +172,8 @@ DB = "/var/lib/persistent-notebooks/jupyter/sessions.db"
     "truncated": f"truncate -s $(( $(stat -c %s {DB}) / 2 )) {DB}",
     "garbage": f"head -c 8192 /dev/urandom > {DB}",
     "folder": f"rm -f {DB} && mkdir {DB}",
+    "read-only": f"chmod 0444 {DB}",
+    "journal-folder": f"mkdir {DB}-journal",
 }.items(), ids=lambda item: item[0])
 def test_a_damaged_sessions_database_is_replaced_and_rebuilt(stack: Stack, damage):
     """A damaged sessions database should be moved aside and rebuilt from the kernel records; kernels kept."""
@@ -192,8 +194,37 @@ def test_a_damaged_sessions_database_is_replaced_and_rebuilt(stack: Stack, damag
     assert [s["kernel"]["id"] for s in rebuilt] == [kernel_id], sessions
     with KernelConnection(stack.base_url, token, kernel_id) as client:
         assert client.execute("print(kept)")["stdout"] == "42\n"
-    assert "the sessions database was damaged" in stack.logs()
-    assert stack.exec("sh", "-c", f"ls -d {DB}.damaged-*").stdout.strip()
+    if name == "read-only":
+        assert "the sessions database was not writable: made it writable" in stack.logs()
+    elif name == "journal-folder":
+        assert "sessions.db-journal was not a file: moved aside" in stack.logs()
+    else:
+        assert "the sessions database was damaged" in stack.logs()
+        assert stack.exec("sh", "-c", f"ls -d {DB}.damaged-*").stdout.strip()
+    api(stack.base_url, token, f"/api/sessions/{rebuilt[0]['id']}", "DELETE")  # (a write: it works again)
+    stack.exec("sh", "-c", f"rm -rf {DB}.damaged-* {DB}-journal.damaged-*")
+
+
+def test_a_sessions_database_damaged_while_jupyter_runs_is_healed(stack: Stack):
+    """sessions.db truncated under a running Jupyter: the watchdog should see session requests fail and replace the
+    server, which rebuilds the database: sessions work again within the heal time, the kernel kept."""
+    token = stack.token()
+    api(stack.base_url, token, "/api/contents/db-running.ipynb", "PUT", notebook(1))
+    session = api(stack.base_url, token, "/api/sessions", "POST",
+                  {"path": "db-running.ipynb", "type": "notebook", "name": "db-running.ipynb",
+                   "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        assert client.execute("kept = 43")["error"] is None
+    stack.exec("sh", "-c", f"head -c 8192 /dev/urandom > {DB}")
+
+    def sessions_work():
+        return [s for s in api(stack.base_url, token, "/api/sessions") if s["kernel"]["id"] == kernel_id]
+    rebuilt = wait_for(sessions_work, 60, "session requests to work again")
+    assert rebuilt[0]["path"] == "db-running.ipynb", rebuilt
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        assert client.execute("print(kept)")["stdout"] == "43\n"
+    assert "its sessions (the sessions database) answered" in stack.logs()
     api(stack.base_url, token, f"/api/sessions/{rebuilt[0]['id']}", "DELETE")
     stack.exec("sh", "-c", f"rm -rf {DB}.damaged-*")
 

@@ -56,11 +56,26 @@ def repair_sessions_db() -> None:
     import sqlite3
     import uuid
 
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    # SQLite's side files must be files: a folder (or anything else) there fails every session request.
+    for suffix in ("-journal", "-wal", "-shm"):
+        side = paths.SESSIONS_DB.with_name(paths.SESSIONS_DB.name + suffix)
+        if (side.exists() or side.is_symlink()) and not side.is_file():
+            os.replace(side, side.with_name(f"{side.name}.damaged-{stamp}"))
+            log.warning("persistent-notebooks: %s was not a file: moved aside", side.name)
     if not (paths.SESSIONS_DB.exists() or paths.SESSIONS_DB.is_symlink()):
         return
+    if paths.SESSIONS_DB.is_file() and not os.access(paths.SESSIONS_DB, os.R_OK | os.W_OK):
+        try:  # read-only (chmod 444, a copy from elsewhere): ours to write again
+            paths.SESSIONS_DB.chmod(0o600)
+            log.warning("persistent-notebooks: the sessions database was not writable: made it writable")
+        except OSError:
+            pass  # not ours: moved aside below
     problem = None
     if paths.SESSIONS_DB.is_dir() or not paths.SESSIONS_DB.is_file():
         problem = "it is not a regular file"
+    elif not os.access(paths.SESSIONS_DB, os.R_OK | os.W_OK):
+        problem = "it is not readable and writable by the notebook user"
     else:
         try:
             with sqlite3.connect(f"file:{paths.SESSIONS_DB}?mode=ro", uri=True, timeout=5) as db:
@@ -76,7 +91,7 @@ def repair_sessions_db() -> None:
             problem = str(exc)
     if problem is None:
         return
-    aside = paths.SESSIONS_DB.with_name(f"sessions.db.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    aside = paths.SESSIONS_DB.with_name(f"sessions.db.damaged-{stamp}")
     os.replace(paths.SESSIONS_DB, aside)
     rows = []
     for record_file in sorted(paths.KERNELS_DIR.glob("*.json")):

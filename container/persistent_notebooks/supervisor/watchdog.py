@@ -56,18 +56,26 @@ def log(message: str) -> None:
 def probe_jupyter() -> str | None:
     """None if Jupyter answers GET /api/status with 200 (with the server's token), else what went wrong.
     Under a hub, GET /user/NAME/api (its version, no login): the hub checks tokens, and a hub being
-    restarted must not make a healthy server look hung."""
+    restarted must not make a healthy server look hung. Then its sessions (not under a hub): the sessions
+    database, which Jupyter opens once, damaged while it runs fails every session request until a new
+    server repairs it at start (server.sessions), so that counts as a hang too."""
     try:
         if settings.hub_mode():
-            request = f"GET {settings.base_url()}api HTTP/1.0\r\n"
-        else:
-            token = paths.SERVER_TOKEN_FILE.read_text().strip()
-            request = f"GET /api/status HTTP/1.0\r\nAuthorization: token {token}\r\n"
-        with socket.create_connection(("127.0.0.1", settings.port()), timeout=PROBE_TIMEOUT) as sock:
-            sock.sendall(f"{request}Host: 127.0.0.1:{settings.port()}\r\n\r\n".encode())
-            status_line = sock.makefile("rb").readline(200).decode("latin-1").strip()
+            return _status(f"GET {settings.base_url()}api HTTP/1.0\r\n")
+        auth = f"Authorization: token {paths.SERVER_TOKEN_FILE.read_text().strip()}\r\n"
+        problem = _status(f"GET /api/status HTTP/1.0\r\n{auth}")
+        if problem is None and (problem := _status(f"GET /api/sessions HTTP/1.0\r\n{auth}")):
+            problem = f"its sessions (the sessions database) {problem}"
+        return problem
     except (OSError, ValueError, settings.SettingError) as exc:
         return str(exc) or type(exc).__name__
+
+
+def _status(request: str) -> str | None:
+    """None if Jupyter answers the request with 200, else what it answered."""
+    with socket.create_connection(("127.0.0.1", settings.port()), timeout=PROBE_TIMEOUT) as sock:
+        sock.sendall(f"{request}Host: 127.0.0.1:{settings.port()}\r\n\r\n".encode())
+        status_line = sock.makefile("rb").readline(200).decode("latin-1").strip()
     parts = status_line.split()
     if len(parts) < 2 or parts[1] != "200":
         return f"answered {status_line or 'nothing'!r}"
