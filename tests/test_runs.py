@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,6 +308,30 @@ with paths.replacing_lock(path):
 saver.join(5)
 print(waited, open(path).read())
 """
+
+
+def test_a_hung_runner_is_replaced_and_answers_meanwhile(stack: Stack):
+    """A runner that hangs (SIGSTOP) should be replaced by the watchdog; a new run asked meanwhile is answered
+    by the new runner, and the hung one's run is marked interrupted."""
+    write_notebook(stack, "hung.ipynb", [cell(wait_source("hung-go"))])
+    hung = start_run(stack, "hung.ipynb")
+    wait_run(stack, hung, until=lambda r: r["state"] == "running")
+    pid = stack.program_pid("notebook-runner")
+    stack.exec("kill", "-STOP", str(pid))
+    try:
+        started = time.monotonic()
+        write_notebook(stack, "after-hang.ipynb", [cell("print('answered')")])
+        other = start_run(stack, "after-hang.ipynb")
+        answered = time.monotonic() - started
+        assert wait_run(stack, other)["state"] == "done"
+        assert stack.program_pid("notebook-runner") not in (0, pid), "the hung runner was not replaced"
+        record = run_record(stack, hung)
+        assert record["state"] == "interrupted", record
+        assert "the notebook runner (pid" in stack.logs() and "hangs: killing it" in stack.logs()
+        assert answered < 60, f"the new run was answered after {answered:.0f} s"
+    finally:
+        stack.exec("kill", "-CONT", str(pid), check=False)
+        touch(stack, "hung-go")
 
 
 def test_an_error_stops_the_run_unless_keep_going(stack: Stack):

@@ -1,14 +1,15 @@
-"""The watchdog, inside supervisord's own process: heals a hung Jupyter or kernel keeper, starts again any
-program stopped by hand, hands a FATAL program to Docker, and writes the health report Docker's healthcheck
-reads.
+"""The watchdog, inside supervisord's own process: heals a hung Jupyter, kernel keeper or notebook runner,
+starts again any program stopped by hand, hands a FATAL program to Docker, and writes the health report
+Docker's healthcheck reads.
 
 supervisord restarts a program that exits, but not one that hangs (kill -STOP, a deadlock): it stays
 RUNNING while dead to its clients. A thread of supervisord probes Jupyter's /api/status (with the
-server's token) and the kernel keeper's socket every INTERVAL seconds (every second while something is
-wrong); a program that has failed its probes for HANG_AFTER seconds (and at least FAILURES times) is
-killed with SIGKILL, and supervisord starts a new one: a new server adopts the running kernels, a new
-keeper follows them again. Only a RUNNING program (past its startsecs) is ever killed. The keeper runs
-only while kernels do (programs.py): should it be missing while one runs, the watchdog starts it.
+server's token), the kernel keeper's socket and the runner's every INTERVAL seconds (every second while
+something is wrong); a program that has failed its probes for HANG_AFTER seconds (and at least FAILURES
+times) is killed with SIGKILL, and supervisord starts a new one: a new server adopts the running kernels,
+a new keeper follows them again, a new runner marks the hung one's runs interrupted. Only a RUNNING
+program (past its startsecs) is ever killed. The keeper and the runner run only while kernels or runs do
+(programs.py): should one be missing while it is needed, the watchdog starts it.
 
 A program that should always run (autostart) and was stopped by hand (`supervisorctl stop jupyter`, from
 a terminal or a cell: Docker does nothing about an unhealthy container) is started again once it has been
@@ -37,6 +38,7 @@ from supervisor import events
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
 from .. import paths, programs, settings, wire
+from ..runner.records import ACTIVE, all_runs
 from .health import write_health
 
 INTERVAL = 5.0  # seconds between probes while all is well
@@ -89,6 +91,24 @@ def probe_keeper() -> str | None:
     except (OSError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+def probe_runner() -> str | None:
+    """None if the notebook runner answers a ping on its socket (one JSON line each way), else what went wrong."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(PROBE_TIMEOUT)
+            sock.connect(str(paths.RUNNER_SOCKET))
+            sock.sendall(b'{"op": "ping"}\n')
+            if not sock.makefile("rb").readline(4096).strip():
+                return "closed the connection"
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def runs_active() -> int:
+    return len([r for r in all_runs() if r["state"] in ACTIVE])
 
 
 def session_attached(pid: int) -> bool:
@@ -162,7 +182,8 @@ class Watchdog:
     def __init__(self, supervisord) -> None:
         self.supervisord = supervisord
         self.watched = [Watched("jupyter", "Jupyter", probe_jupyter),
-                        Watched(programs.KEEPER, "the kernel keeper", probe_keeper, needed=kernels_running)]
+                        Watched(programs.KEEPER, "the kernel keeper", probe_keeper, needed=kernels_running),
+                        Watched(programs.RUNNER, "the notebook runner", probe_runner, needed=runs_active)]
         self.wake = threading.Event()
         self.stopped_since: dict[str, float] = {}
 
