@@ -649,7 +649,8 @@ def run(args: argparse.Namespace) -> dict:
 
         # 5e. server-side runs (notebookctl run): per-cell cost against one websocket, output to file, writes
         progress("server-side runs")
-        results["runs"] = runs_figures(stack, token, workspace, runs, seconds=5 if args.quick else 30)
+        results["runs"] = runs_figures(stack, token, workspace, runs, seconds=5 if args.quick else 30,
+                                       sizes=(50, 500) if args.quick else (50, 500, 5000))
 
         # 5f. kernels across container restarts (benchmarks/kernel_state.py)
         progress("kernel state: snapshot and restore beside dd, restarts, per-cell checkpoints")
@@ -688,7 +689,8 @@ def run_notebook(stack: Stack, name: str) -> dict:
     return next(r for r in json.loads(stack.exec("notebookctl", "runs", "--json").stdout) if r["id"] == run_id)
 
 
-def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: float) -> dict:
+def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: float,
+                 sizes: tuple[int, ...]) -> dict:
     cells = 50
     write_notebook(workspace, "bench-1.ipynb", ["x = 1"])
     write_notebook(workspace, "bench-n.ipynb", ["x = 1"] * (cells + 1))
@@ -696,6 +698,12 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
     for _ in range(runs):
         one, many = run_notebook(stack, "bench-1.ipynb"), run_notebook(stack, "bench-n.ipynb")
         per_cell.append(((many["ended"] - many["started"]) - (one["ended"] - one["started"])) / cells)
+    # The cost per cell at several notebook sizes (it must not grow with the notebook): one run each.
+    by_size = {}
+    for size in sizes:
+        write_notebook(workspace, f"bench-{size}.ipynb", ["x = 1"] * size)
+        run = run_notebook(stack, f"bench-{size}.ipynb")
+        by_size[str(size)] = ((run["ended"] - run["started"]) - (one["ended"] - one["started"])) / (size - 1)
     # The same trivial cells sent one after another over one websocket, as an editor runs them.
     kernel_id = next(s["kernel"]["id"] for s in api(stack.base_url, token, "/api/sessions")
                      if s["path"] == "bench-n.ipynb")
@@ -747,6 +755,7 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
     took, total = time.monotonic() - started, written() - before
     size = (workspace / "bench-chatty.ipynb").stat().st_size
     return {"per_cell_s": summary(per_cell), "websocket_per_cell_s": summary(websocket),
+            "per_cell_by_size_s": by_size,
             "overhead_per_cell_s": statistics.median(per_cell) - statistics.median(websocket),
             "output_to_file_s": summary(latency),
             "chatty": {"lines_per_s": 100, "seconds": took, "bytes_written": total,
@@ -828,6 +837,9 @@ def table(r: dict) -> str:
         f"| notebookctl run, per trivial cell (50 cells) / the same cells over one websocket | "
         f"{fmt(r['runs']['per_cell_s'])} / {fmt(r['runs']['websocket_per_cell_s'])}; overhead "
         f"{1000 * r['runs']['overhead_per_cell_s']:.1f} ms per cell | | |",
+        "| notebookctl run, per trivial cell by notebook size | " + ", ".join(
+            f"{size} cells: {1000 * t:.1f} ms" for size, t in r['runs']['per_cell_by_size_s'].items())
+        + f" | websocket: {1000 * r['runs']['websocket_per_cell_s']['median']:.1f} ms | |",
         f"| notebookctl run, a line printed in a long cell -> in the file | {fmt(r['runs']['output_to_file_s'])} | | |",
         f"| notebookctl run, a cell printing 100 lines/s for {r['runs']['chatty']['seconds']:.0f} s: bytes written "
         f"per minute (final file) | {r['runs']['chatty']['bytes_per_minute'] / MIB:.2f} MiB/min "

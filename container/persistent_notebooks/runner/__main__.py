@@ -155,6 +155,7 @@ class Run:
         self.write_interval = MIN_WRITE_INTERVAL
         self.last_record = 0.0
         self.write_error: str | None = None
+        self.cells_seen: tuple | None = None  # (the file's inode, size and time; cell id -> (number, cell))
         self.id = secrets.token_hex(4)
         self.kernel_record: dict | None = None
         self.record = {
@@ -188,8 +189,8 @@ class Run:
     def set_state(self, state: str, **fields) -> None:
         changed = self.record["state"] != state or any(self.record.get(k) != v for k, v in fields.items())
         self.record.update(state=state, **fields)
-        if changed:
-            self.save_record()
+        if changed:  # waiting <-> running, twice a cell: at most every RECORD_INTERVAL; an end at once
+            self.save_record(force=state not in ACTIVE)
 
     def note(self, text: str) -> None:
         log.info("run %s (%s): %s", self.id, self.record["notebook"], text)
@@ -284,16 +285,24 @@ class Run:
 
     async def current_cell(self, cell: dict) -> tuple[str | None, int]:
         """The cell's code and number (1-based, as the editor counts) in the file as saved now; None as
-        code if it was deleted or is no longer a code cell. From the plan if the file is gone."""
+        code if it was deleted or is no longer a code cell. From the plan if the file is gone. The file is
+        read again only when it changed (its inode, size or time): per cell, no cost that grows with it."""
         if self.target != self.path:
             return cell["source"], cell["number"]
-        nb = await asyncio.to_thread(self._read_current)
-        if nb is None:
-            return cell["source"], cell["number"]  # the next write says where the outputs go instead
-        for number, c in enumerate(nb["cells"], 1):
-            if c.get("id") == cell["id"]:
-                return (nbfile.source(c) if c.get("cell_type") == "code" else None), number
-        return None, cell["number"]
+        try:
+            stat = self.path.stat()
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is None or self.cells_seen is None or self.cells_seen[0] != key:
+            nb = await asyncio.to_thread(self._read_current)
+            if nb is None:
+                return cell["source"], cell["number"]  # the next write says where the outputs go instead
+            self.cells_seen = (key, {c.get("id"): (number, c) for number, c in enumerate(nb["cells"], 1)})
+        number, found = self.cells_seen[1].get(cell["id"], (cell["number"], None))
+        if found is None:
+            return None, cell["number"]
+        return (nbfile.source(found) if found.get("cell_type") == "code" else None), number
 
     # --- executing ------------------------------------------------------------------------------
 
@@ -352,7 +361,7 @@ class Run:
             self.dirty = True
             outcome = await self.execute(channels, outputs, code)
             self.record["cells_done"] = index + 1
-            await self.flush(force=True)
+            await self.flush()  # batched by time (write_interval): a cell's end is in the file within seconds
             if outcome == "ok" or (outcome == "error" and self.keep_going and not self.stop_reason):
                 continue
             break
