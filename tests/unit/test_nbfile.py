@@ -86,7 +86,7 @@ def test_cell_outputs_are_built_as_frontends_build_them():
     first.add("stream", {"name": "stderr", "text": "\r50%\r"})
     first.add("stream", {"name": "stderr", "text": "100%\n"})
     first.add("display_data", {"data": {"text/plain": "v1"}, "metadata": {}, "transient": {"display_id": "d"}})
-    assert [o.get("text") for o in first.outputs[:2]] == ["a\nb\n", "e\n100%\n"]
+    assert [o.get("text") for o in first.result()["outputs"][:2]] == ["a\nb\n", "e\n100%\n"]
     second = nbfile.CellOutputs(displays)
     second.add("update_display_data", {"data": {"text/plain": "v2"}, "metadata": {}, "transient": {"display_id": "d"}})
     assert first.outputs[2]["data"] == {"text/plain": "v2"}, "update_display_data should reach the earlier display"
@@ -166,3 +166,21 @@ def test_a_save_made_under_the_lock_meanwhile_is_never_replaced(tmp_path):
         os.replace(saved, path)
     writer.join(5)
     assert outcome == ["changed"] and path.read_text() == "acknowledged save"
+
+
+def test_a_cell_printing_without_end_is_kept_bounded():
+    """A stream far bigger than the notebook should hold keeps its start and its end, says what was cut between,
+    and holds at most about 2 MiB of it in the runner meanwhile (a 300 MB print must not cost 300 MB)."""
+    outputs = nbfile.CellOutputs({})
+    line = "x" * 99 + "\n"
+    for i in range(200_000):  # 20 MB, a line a message
+        outputs.add("stream", {"name": "stdout", "text": f"{i:08d}" + line[8:]})
+        assert outputs.streams[0].size <= 2 * nbfile.STREAM_TAIL + len(line)
+    text = outputs.result()["outputs"][0]["text"]
+    assert text.startswith("00000000x") and text.endswith(f"{199_999:08d}" + line[8:])
+    assert len(text) < nbfile.STREAM_HEAD + nbfile.STREAM_TAIL + 300
+    cut = 200_000 * 100 - nbfile.STREAM_HEAD - nbfile.STREAM_TAIL
+    assert f"[persistent-notebooks: {cut:,} characters of this output were cut here" in text
+    outputs.add("stream", {"name": "stdout", "text": "10%\r"})
+    outputs.add("stream", {"name": "stdout", "text": "99%\r100%"})
+    assert outputs.result()["outputs"][0]["text"].endswith(line[8:] + "100%"), "\\r still overwrites the last line"

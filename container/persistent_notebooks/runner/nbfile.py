@@ -203,6 +203,52 @@ def collapse_carriage_returns(text: str) -> str:
     return "\n".join(out)
 
 
+STREAM_HEAD = 64 * 1024  # characters of a cell's stream output kept from its start in the notebook
+STREAM_TAIL = 1024 * 1024  # ... and from its end; between them a line says how much was cut
+
+
+class StreamText:
+    """One stream output of a cell, bounded: its first STREAM_HEAD and last STREAM_TAIL characters, a line
+    between them saying how many were cut (a cell printing for days costs the runner ~2 MiB, not the
+    output's size); carriage returns collapsed as a frontend shows them, at the cost of what is appended."""
+
+    def __init__(self) -> None:
+        self.head = ""
+        self.parts: list[str] = []  # complete lines after the head
+        self.size = 0
+        self.open_line = ""  # after the last newline: a later \r may still rewrite it
+        self.cut = 0
+
+    def append(self, text: str) -> None:
+        text = self.open_line + text
+        if "\r" in text:
+            text = collapse_carriage_returns(text)
+        end = text.rfind("\n") + 1
+        if len(text) - end > STREAM_TAIL:  # a line without end: kept as it comes, bounded
+            end = len(text)
+        complete, self.open_line = text[:end], text[end:]
+        if len(self.head) < STREAM_HEAD:
+            taken = complete[:STREAM_HEAD - len(self.head)]
+            self.head += taken
+            complete = complete[len(taken):]
+        if complete:
+            self.parts.append(complete)
+            self.size += len(complete)
+        if self.size > 2 * STREAM_TAIL:
+            kept = "".join(self.parts)[-STREAM_TAIL:]
+            self.cut += self.size - len(kept)
+            self.parts, self.size = [kept], len(kept)
+
+    def text(self) -> str:
+        body = "".join(self.parts)
+        extra = max(0, len(body) - STREAM_TAIL)  # held up to twice that here (trimmed in batches)
+        cut = self.cut + extra
+        notice = (f"\n[persistent-notebooks: {cut:,} characters of this output were cut here: the notebook "
+                  f"keeps the first {STREAM_HEAD // 1024} KiB and the last {STREAM_TAIL // 1024} KiB of it]\n"
+                  if cut else "")
+        return self.head + notice + body[extra:] + self.open_line
+
+
 class CellOutputs:
     """The outputs of one executed cell, built from the IOPub messages of its execute_request.
 
@@ -212,13 +258,17 @@ class CellOutputs:
 
     def __init__(self, displays: dict[str, list[dict]]) -> None:
         self.outputs: list[dict] = []
+        self.streams: dict[int, StreamText] = {}  # the text of each stream output, by its index in outputs
         self.execution_count: int | None = None
         self.displays = displays
         self.clear_pending = False
 
     def result(self) -> dict:
         """A copy safe to write from another thread while this one keeps growing."""
-        return {"outputs": [dict(o) for o in self.outputs], "execution_count": self.execution_count}
+        outputs = [dict(o) for o in self.outputs]
+        for index, stream in self.streams.items():
+            outputs[index]["text"] = stream.text()
+        return {"outputs": outputs, "execution_count": self.execution_count}
 
     def add(self, msg_type: str, content: dict) -> bool:
         """Apply one IOPub message; True if the outputs or the count changed."""
@@ -230,6 +280,7 @@ class CellOutputs:
                 self.clear_pending = True
             else:
                 self.outputs.clear()
+                self.streams.clear()
             return True
         if msg_type == "update_display_data":
             display_id = (content.get("transient") or {}).get("display_id")
@@ -241,14 +292,14 @@ class CellOutputs:
             return False
         if self.clear_pending:
             self.outputs.clear()
+            self.streams.clear()
             self.clear_pending = False
         if msg_type == "stream":
             last = self.outputs[-1] if self.outputs else None
-            if last and last["output_type"] == "stream" and last["name"] == content.get("name"):
-                last["text"] = collapse_carriage_returns(last["text"] + content.get("text", ""))
-            else:
-                self.outputs.append({"output_type": "stream", "name": content.get("name", "stdout"),
-                                     "text": collapse_carriage_returns(content.get("text", ""))})
+            if not (last and last["output_type"] == "stream" and last["name"] == content.get("name")):
+                self.outputs.append({"output_type": "stream", "name": content.get("name", "stdout"), "text": ""})
+                self.streams[len(self.outputs) - 1] = StreamText()
+            self.streams[len(self.outputs) - 1].append(str(content.get("text", "")))
             return True
         if msg_type == "error":
             self.outputs.append({"output_type": "error", "ename": str(content.get("ename", "")),
