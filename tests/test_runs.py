@@ -522,3 +522,49 @@ def test_a_container_restart_resumes_a_run_unless_no_resume(stack: Stack):
     assert "runs again from its start" in text_of(cells[1]) and "second" in text_of(cells[1]), cells[1]
     assert text_of(cells[2]) == "42\n", "the run goes on with the variables of the cells before"
     validate_in_container(stack, resumed)
+
+
+RUNNER_PEAK_MIB = 200  # the runner's bound, whatever a cell prints (StreamText keeps ~2 MiB a stream)
+
+
+def test_a_cell_printing_300_mb_costs_the_runner_little(make_stack):
+    """A cell printing 300 MB under NOTEBOOK_MEMORY_LIMIT=1g, beside an idle kernel holding 200 MB: nothing is
+    killed, the runner's peak memory stays within its bound, the notebook keeps the start and end of the output."""
+    stack: Stack = make_stack(NOTEBOOK_MEMORY_LIMIT="1g")
+    stack.up()
+    stack.wait_healthy()
+    token = stack.token()
+    idle = api(stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    with KernelConnection(stack.base_url, token, idle) as kernel:
+        assert kernel.execute("held = bytearray(200 << 20)")["error"] is None
+    path = write_notebook(stack, "chatty.ipynb", [cell(
+        "import sys\nline = 'y' * 999 + '\\n'\nfor i in range(300_000):\n    sys.stdout.write(line)\nprint('end')")])
+    run_id = start_run(stack, "chatty.ipynb")
+    pid = wait_for(lambda: stack.program_pid("notebook-runner"), 30, "the runner")
+    peak = [0]
+
+    def sample() -> dict | None:
+        status = stack.exec("cat", f"/proc/{pid}/status", check=False).stdout
+        peak[0] = max([peak[0]] + [int(line.split()[1]) // 1024 for line in status.splitlines()
+                                   if line.startswith("VmHWM:")])
+        record = run_record(stack, run_id)
+        return record if record["state"] not in ACTIVE else None
+    done = wait_for(sample, 600, "the run of 300 MB to end", interval=1)
+    assert done["state"] == "done", done
+    assert peak[0] < RUNNER_PEAK_MIB, f"the runner peaked at {peak[0]} MiB"
+    with KernelConnection(stack.base_url, token, idle) as kernel:
+        assert kernel.execute("print(len(held))")["stdout"] == f"{200 << 20}\n", "the idle kernel was lost"
+    text = text_of(read(path)["cells"][0])
+    assert text.startswith("y" * 999) and text.endswith("y\nend\n"), text[-200:]
+    assert "characters of this output were cut here" in text and len(text) < 2 << 20
+    assert oom_kills(stack) == 0, "something was killed for memory"
+
+
+def oom_kills(stack: Stack) -> int:
+    """The container's OOM kills so far (cgroup v2 memory.events, v1 memory.oom_control)."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        out = stack.exec("cat", path, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    return 0
