@@ -568,3 +568,50 @@ def oom_kills(stack: Stack) -> int:
             if line.startswith("oom_kill "):
                 return int(line.split()[1])
     return 0
+
+
+@pytest.mark.parametrize("swap", ["ids-changed", "symlink"])
+def test_a_notebook_replaced_mid_run_keeps_the_outputs_in_a_side_file(stack: Stack, swap: str):
+    """The notebook replaced by another version mid-run (cell ids changed, as after `git checkout`; or a symlink
+    to another notebook swapped in): no output lost, none put in a wrong cell: they go to a side file, named."""
+    name = f"swap-{swap}.ipynb"
+    sources = ["print('one')", wait_source(f"go-{swap}"), "print('three')"]
+    path = write_notebook(stack, name, [cell(src) for src in sources])
+    run_id = start_run(stack, name)
+    wait_for(lambda: "one" in text_of(read(path)["cells"][0]), 30, "the first cell's output in the file")
+    if swap == "ids-changed":
+        write_notebook(stack, name, [cell(src) for src in sources])  # same cells, other ids
+        other = path
+    else:
+        other = write_notebook(stack, f"other-{swap}.ipynb", [cell("print('not this one')") for _ in range(3)])
+        link = stack.workspace / f".{name}.link"
+        link.symlink_to(other.name)
+        os.replace(link, path)
+    touch(stack, f"go-{swap}")
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    assert record["saved_to"] and record["saved_to"].endswith(f".run-{run_id}.ipynb"), record
+    assert any("also in" in note for note in record["notes"]), record["notes"]
+    assert all(c["outputs"] == [] for c in read(other)["cells"]), "outputs went into another version's cells"
+    side = stack.workspace / Path(record["saved_to"]).name
+    assert [text_of(c) for c in read(side)["cells"]] == ["one\n", "go\n", "three\n"]
+    validate_in_container(stack, side)
+
+
+def test_a_killed_runner_leaves_the_notebook_saying_so(stack: Stack):
+    """kill -9 of the runner mid-cell: the next runner marks the run interrupted, in `runs` and in the notebook's
+    own metadata (which said "running")."""
+    path = write_notebook(stack, "killed-runner.ipynb", [cell(wait_source("killed-go"))])
+    run_id = start_run(stack, "killed-runner.ipynb")
+    wait_run(stack, run_id, until=lambda r: r["state"] == "running")
+    wait_for(lambda: read(path)["metadata"].get("persistent_notebooks", {}).get("run", {}).get("state") == "running",
+             30, "the notebook's metadata to say running")
+    stack.exec("kill", "-KILL", str(stack.program_pid("notebook-runner")))
+    try:
+        write_notebook(stack, "after-kill.ipynb", [cell("print(1)")])
+        assert wait_run(stack, start_run(stack, "after-kill.ipynb"))["state"] == "done"  # a new runner
+        assert run_record(stack, run_id)["state"] == "interrupted"
+        meta = read(path)["metadata"]["persistent_notebooks"]["run"]
+        assert meta["state"] == "interrupted" and "killed" in meta["status"], meta
+    finally:
+        touch(stack, "killed-go")

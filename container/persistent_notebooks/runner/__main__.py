@@ -145,6 +145,8 @@ class Run:
         self.path = path
         self.target = path  # where outputs go: the notebook, or a side file once it is gone
         self.base = nb  # the last content read or written, the merge base for a side file
+        self.planned = json.dumps(nb)  # the notebook the run started from: a side file's base, ids unchanged
+        self.side_copy: Path | None = None  # where all outputs also go once cells of the run left the file
         self.cells = cells
         self.keep_going = keep_going
         self.results: dict[str, nbfile.CellOutputs] = {}
@@ -235,7 +237,9 @@ class Run:
                     continue  # flush() records where, in the event loop's thread
             else:
                 current, before = json.loads(json.dumps(self.base)), None
-            merged, _ = nbfile.merge(current, results, metadata)
+            merged, missing = nbfile.merge(current, results, metadata)
+            if missing and self.target == self.path:
+                self._save_side_copy(results, metadata)
             nbfile.validate(merged)
             text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
             if not text.endswith("\n"):
@@ -256,6 +260,18 @@ class Run:
             self.base = merged
             return len(text)
         raise OSError("the notebook kept changing while the run tried to save it")
+
+    def _save_side_copy(self, results: dict[str, dict], metadata: dict) -> None:
+        """Cells this run executed are no longer in the notebook (another version saved over it, cell ids
+        changed or stripped, a symlink swapped in, cells deleted): their outputs are not dropped but saved,
+        all of them, into a side file made from the notebook the run started from (named by `runs`)."""
+        import nbformat
+
+        side = self.side_copy or nbfile.side_file(self.path, self.id, paths.RUNS_DIR)
+        merged, _ = nbfile.merge(json.loads(self.planned), results, metadata)
+        text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
+        nbfile.atomic_write(side, text if text.endswith("\n") else text + "\n")
+        self.side_copy = side
 
     async def flush(self, force: bool = False) -> None:
         if not self.dirty and not force:
@@ -279,6 +295,10 @@ class Run:
             self.record["saved_to"] = str(self.target)
             self.note(f"{self.record['notebook']} was deleted, renamed or damaged during the run: saving to "
                       f"{self.target}")
+        if self.side_copy is not None and self.record.get("saved_to") != str(self.side_copy):
+            self.record["saved_to"] = str(self.side_copy)
+            self.note(f"cells this run executed are no longer in {self.record['notebook']} (another version saved "
+                      f"over it, or its cells deleted): all of the run's outputs are also in {self.side_copy}")
         cost = time.monotonic() - started
         self.last_write = time.monotonic()
         self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
@@ -512,6 +532,9 @@ class Runner:
                 record.update(state="interrupted", reason="the end of the runner (it was killed)",
                               ended=record.get("updated") or time.time())
                 paths.write_private(path, json.dumps(record, indent=1))
+                # The notebook's own record of the run said "running": it says what happened instead.
+                nbfile.correct_run_metadata(Path(record.get("saved_to") or record.get("path") or "/nonexistent"),
+                                            record["id"], {"state": "interrupted", "status": describe(record)})
             elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
                 path.unlink(missing_ok=True)
 

@@ -172,6 +172,35 @@ def atomic_write(path: Path, text: str, unchanged=None) -> None:
         os.close(dir_fd)
 
 
+def correct_run_metadata(path: Path, run_id: str, fields: dict) -> bool:
+    """Update the run metadata a notebook holds (persistent_notebooks.run), if it is this run's: a runner that
+    died left it saying "running". Only that metadata changes; a save meanwhile makes it give up (False)."""
+    import nbformat
+
+    try:
+        before = path.stat()
+        nb = parse(path.read_text(), path.name)
+    except (OSError, UnicodeDecodeError, NotebookError):
+        return False
+    run = (nb.get("metadata") or {}).get(META_KEY, {}).get("run") or {}
+    if run.get("id") != run_id:
+        return False
+    run.update(fields)
+    text = nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT)
+
+    def unchanged() -> bool:
+        try:
+            after = path.stat()
+        except OSError:
+            return False
+        return (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    try:
+        atomic_write(path, text if text.endswith("\n") else text + "\n", unchanged)
+    except (Changed, OSError):
+        return False
+    return True
+
+
 def side_file(path: Path, run_id: str, fallback_dir: Path) -> Path:
     """Where a run saves when its notebook was deleted or renamed: beside it, else in the state volume."""
     name = path.name.removesuffix(".ipynb") + SIDE_SUFFIX.format(run=run_id)
