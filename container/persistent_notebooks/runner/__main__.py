@@ -321,6 +321,10 @@ class Run:
             self.cells_seen = (key, {c.get("id"): (number, c) for number, c in enumerate(nb["cells"], 1)})
         number, found = self.cells_seen[1].get(cell["id"], (cell["number"], None))
         if found is None:
+            if not any(planned["id"] in self.cells_seen[1] for planned in self.cells):
+                # None of the run's cells is there: another version replaced the notebook (ids changed, a
+                # symlink swapped in). The run goes on as planned; its outputs go to a side file too.
+                return cell["source"], cell["number"]
             return None, cell["number"]
         return (nbfile.source(found) if found.get("cell_type") == "code" else None), number
 
