@@ -6,6 +6,7 @@ container restart. On a stack of this module's own: it kills Jupyter and, last, 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ PNG = base64.b64encode(bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
     "0000001649444154789c63f8cfc0f09f81e13f03c37f0600001ffe03fd7b8a1b1e"
     "0000000049454e44ae426082")).decode()
-ACTIVE = ("starting", "waiting", "running")
+ACTIVE = ("starting", "waiting", "running", "saving")
 
 
 @pytest.fixture(scope="module")
@@ -615,3 +616,38 @@ def test_a_killed_runner_leaves_the_notebook_saying_so(stack: Stack):
         assert meta["state"] == "interrupted" and "killed" in meta["status"], meta
     finally:
         touch(stack, "killed-go")
+
+
+def test_a_full_disk_keeps_the_outputs_until_they_can_be_saved(make_stack):
+    """The workspace's disk fills up mid-run: the run never says done with output missing; it says it is saving
+    and why, keeps the outputs, and writes them all once there is room again."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to mount a small filesystem as the workspace")
+    stack: Stack = make_stack()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=2m,uid={TEST_UID},gid={TEST_GID},mode=0755", "tmpfs",
+                    str(stack.workspace)], check=True)
+    try:
+        stack.up()
+        stack.wait_healthy()
+        path = write_notebook(stack, "full.ipynb", [cell("print('before', flush=True)\n" + wait_source("full-go")),
+                                                    cell("print('x' * 100_000)")])
+        run_id = start_run(stack, "full.ipynb")
+        wait_for(lambda: "before" in text_of(read(path)["cells"][0]), 30, "the first line in the file")
+        filler = stack.workspace / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        touch(stack, "full-go")
+        saving = wait_run(stack, run_id, until=lambda r: r["state"] == "saving")
+        assert "No space left" in (saving["write_error"] or ""), saving
+        assert "saving" not in text_of(read(path)["cells"][0]) and read(path)["cells"][1]["outputs"] == []
+        filler.unlink()
+        done = wait_run(stack, run_id)
+        assert done["state"] == "done" and not done["write_error"], done
+        cells = read(path)["cells"]
+        assert text_of(cells[0]) == "before\ngo\n" and text_of(cells[1]) == "x" * 100_000 + "\n"
+        assert read(path)["metadata"]["persistent_notebooks"]["run"]["state"] == "done"
+    finally:
+        stack.down()
+        subprocess.run(["umount", str(stack.workspace)], check=False)

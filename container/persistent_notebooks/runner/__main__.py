@@ -46,6 +46,7 @@ TICK = 0.25  # how often a waiting cell checks the kernel, a stop request and th
 MIN_WRITE_INTERVAL = 1.0  # seconds between writes of a notebook while a cell prints
 WRITE_BANDWIDTH = 2 * 2**20  # a big notebook is rewritten at most at this many bytes per second
 RECORD_INTERVAL = 1.0
+SAVE_RETRY = 2.0  # seconds between tries to save a finished run's outputs that could not be written
 
 
 class RunError(Exception):
@@ -191,7 +192,8 @@ class Run:
     def set_state(self, state: str, **fields) -> None:
         changed = self.record["state"] != state or any(self.record.get(k) != v for k, v in fields.items())
         self.record.update(state=state, **fields)
-        if changed:  # waiting <-> running, twice a cell: at most every RECORD_INTERVAL; an end at once
+        if changed and not (state not in ACTIVE and self.write_error):  # (an end with outputs unsaved: saving)
+            # waiting <-> running, twice a cell: at most every RECORD_INTERVAL; an end at once
             self.save_record(force=state not in ACTIVE)
 
     def note(self, text: str) -> None:
@@ -361,8 +363,30 @@ class Run:
             if channels is not None:
                 channels.close()
             await self.flush(force=True)
+            await self.save_until_saved()
             self.save_record()
             self.runner.finished(self)
+
+    async def save_until_saved(self) -> None:
+        """The run has ended but its outputs could not be written (a full disk, a folder made read-only): it
+        keeps them (in memory, bounded) and says so (`saving`, with why), trying again every SAVE_RETRY
+        seconds until they are written or the container stops; it never says done with output missing."""
+        if not self.write_error:
+            return
+        final = {k: self.record[k] for k in ("state", "error", "ended")}
+        while self.write_error and not self.runner.stopping.is_set():
+            self.set_state("saving", ended=None)
+            self.save_record()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.runner.stopping.wait(), SAVE_RETRY)
+            await self.flush(force=True)
+        self.record.update(final)
+        self.record["ended"] = self.record["ended"] or time.time()
+        if not self.write_error:
+            self.note("its outputs were written once the notebook could be saved again")
+            await self.flush(force=True)  # the notebook's metadata says how it ended, not `saving`
+        if self.write_error:  # the container stops: the outputs kept only in memory are lost with the runner
+            self.record.update(state="failed", error=f"outputs not saved: {self.write_error}")
 
     async def execute_all(self, channels: KernelChannels) -> None:
         for index, cell in enumerate(self.cells):
@@ -389,6 +413,7 @@ class Run:
             if outcome == "ok" or (outcome == "error" and self.keep_going and not self.stop_reason):
                 continue
             break
+        await self.flush(force=True)  # before the end is said: with outputs unsaved, it is `saving` first
         ended = time.time()
         if self.record["state"] == "failed":
             self.record["ended"] = ended

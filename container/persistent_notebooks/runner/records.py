@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import paths
 
-ACTIVE = ("starting", "waiting", "running")
+ACTIVE = ("starting", "waiting", "running", "saving")
 
 
 def describe(record: dict) -> str:
@@ -35,6 +35,9 @@ def _describe(record: dict) -> str:
         return text + (f", resumed as run {record['resumed_by']}" if record.get("resumed_by") else "")
     if state == "waiting":
         return f"waiting at cell {cell}: the kernel is busy with another request"
+    if state == "saving":
+        return f"ran to cell {cell}; its outputs are kept and saved once the notebook can be written " \
+               f"({record.get('write_error') or 'retrying'})"
     if state == "running":
         return f"running cell {cell}"
     return str(state)
