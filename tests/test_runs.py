@@ -525,6 +525,22 @@ def test_a_container_restart_resumes_a_run_unless_no_resume(stack: Stack):
     validate_in_container(stack, resumed)
 
 
+def test_a_restart_while_a_cell_has_printed_180_mb_keeps_its_output_and_says_so(stack: Stack):
+    """`restart` while a cell has printed 180 MB: within the stop's grace the cell in the file holds the start and
+    the end of what it printed up to the stop, what was cut between, and the note that the container stopped."""
+    path = write_notebook(stack, "flood.ipynb", [cell(
+        "import sys, time\nline = 'z' * 999 + '\\n'\nfor i in range(180_000):\n    sys.stdout.write(line)\n"
+        "print('printed', flush=True)\ntime.sleep(600)")])
+    run_id = start_run(stack, "flood.ipynb", "--no-resume")
+    wait_for(lambda: "printed" in text_of(read(path)["cells"][0]), 300, "the 180 MB and its last line in the file")
+    stack.compose("restart", timeout=180)
+    stack.wait_healthy()
+    assert run_record(stack, run_id)["state"] == "interrupted"
+    text = text_of(read(path)["cells"][0])
+    assert text.startswith("z" * 999) and "characters of this output were cut here" in text
+    assert "printed\n" in text and "the container stopped while this cell ran" in text, text[-500:]
+
+
 RUNNER_PEAK_MIB = 200  # the runner's bound, whatever a cell prints (StreamText keeps ~2 MiB a stream)
 
 
