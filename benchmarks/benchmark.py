@@ -754,12 +754,58 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
                           if r["id"] == run_id)["state"] == "done", seconds * 3 + 60, "the chatty run to end")
     took, total = time.monotonic() - started, written() - before
     size = (workspace / "bench-chatty.ipynb").stat().st_size
+    # The runner's peak memory while a cell prints a lot (each stream kept to its first 64 KiB and last 1 MiB).
+    printed_mb = 20 if seconds < 10 else 200
+    write_notebook(workspace, "bench-print.ipynb", [
+        f"import sys\nline = 'p' * 999 + '\\n'\nfor i in range({printed_mb * 1000}):\n    sys.stdout.write(line)"])
+    run_notebook(stack, "bench-print.ipynb")
+    status = stack.exec("cat", f"/proc/{stack.program_pid('notebook-runner')}/status").stdout
+    runner_peak = next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    conflicts = save_conflicts(stack, token, workspace, 100 if seconds < 10 else 1000)
     return {"per_cell_s": summary(per_cell), "websocket_per_cell_s": summary(websocket),
-            "per_cell_by_size_s": by_size,
+            "per_cell_by_size_s": by_size, "runner_peak_mib": {"printed_mb": printed_mb, "peak": runner_peak},
+            "save_conflicts": conflicts,
             "overhead_per_cell_s": statistics.median(per_cell) - statistics.median(websocket),
             "output_to_file_s": summary(latency),
             "chatty": {"lines_per_s": 100, "seconds": took, "bytes_written": total,
                        "bytes_per_minute": total * 60 / took, "final_file_bytes": size}}
+
+
+def save_conflicts(stack: Stack, token: str, workspace: Path, saves: int) -> dict:
+    """Saves through Jupyter's API (as JupyterLab saves) while a run writes the same notebook: how many
+    acknowledged saves the file showed undone afterwards (read after each acknowledgement)."""
+    import threading
+
+    write_notebook(workspace, "bench-saves.ipynb", ["import time\ntime.sleep(0.01)"] * 2000)
+    path = workspace / "bench-saves.ipynb"
+    content = json.loads(path.read_text())
+    out = stack.exec("notebookctl", "run", "bench-saves.ipynb").stdout
+    run_id = out.split()[1].rstrip(":")
+    acked, undone, stop = [0], [0], threading.Event()
+
+    def on_disk() -> int:
+        return int(json.loads(path.read_text())["metadata"].get("bench_edit", 0))
+
+    def watch() -> None:
+        while not stop.is_set():
+            floor = acked[0]
+            if on_disk() < floor:
+                undone[0] += 1
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        for edit in range(1, saves + 1):
+            content["metadata"]["bench_edit"] = edit
+            api(stack.base_url, token, "/api/contents/bench-saves.ipynb", "PUT",
+                {"type": "notebook", "format": "json", "content": content})
+            acked[0] = edit
+    finally:
+        stop.set()
+        watcher.join()
+    took = time.monotonic() - started
+    stack.exec("notebookctl", "run", "--stop", run_id)
+    return {"saves": saves, "saves_per_s": saves / took, "undone": undone[0], "per_1000": 1000 * undone[0] / saves}
 
 
 def fmt(s: dict, unit: str = "s") -> str:
@@ -840,6 +886,10 @@ def table(r: dict) -> str:
         "| notebookctl run, per trivial cell by notebook size | " + ", ".join(
             f"{size} cells: {1000 * t:.1f} ms" for size, t in r['runs']['per_cell_by_size_s'].items())
         + f" | websocket: {1000 * r['runs']['websocket_per_cell_s']['median']:.1f} ms | |",
+        f"| notebookctl run, the runner's peak memory while a cell prints "
+        f"{r['runs']['runner_peak_mib']['printed_mb']} MB | {r['runs']['runner_peak_mib']['peak']:.0f} MiB | | |",
+        f"| saves through Jupyter during a run ({r['runs']['save_conflicts']['saves_per_s']:.0f}/s): acknowledged "
+        f"saves undone | {r['runs']['save_conflicts']['undone']} of {r['runs']['save_conflicts']['saves']} | | |",
         f"| notebookctl run, a line printed in a long cell -> in the file | {fmt(r['runs']['output_to_file_s'])} | | |",
         f"| notebookctl run, a cell printing 100 lines/s for {r['runs']['chatty']['seconds']:.0f} s: bytes written "
         f"per minute (final file) | {r['runs']['chatty']['bytes_per_minute'] / MIB:.2f} MiB/min "
