@@ -218,9 +218,7 @@ def test_the_size_limit_leaves_out_the_biggest(make_stack):
     kernel_id = lab_session(stack, token, "limit.ipynb")["kernel"]["id"]
     with KernelConnection(stack.base_url, token, kernel_id) as kernel:
         assert kernel.execute("small = list(range(100))\nhuge = bytearray(6 << 20)")["error"] is None
-    stack.compose("restart", timeout=180)
-    stack.wait_healthy()
-    stack.wait_api(token)
+    up_again(stack, token, "restart")
     with KernelConnection(stack.base_url, token, kernel_id) as kernel:
         out = kernel.execute("print(len(small), 'huge' in globals())")
     assert out["stdout"] == "100 False\n", out
