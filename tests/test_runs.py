@@ -399,6 +399,27 @@ def test_a_run_waits_behind_a_cell_run_by_hand(stack: Stack):
     assert record["state"] == "done", record
 
 
+def test_a_run_behind_a_hand_cell_that_fails_still_runs(stack: Stack):
+    """A cell run by hand (stop_on_error, as editors send cells) that fails while the run's cell waits behind it:
+    ipykernel drops the queued request; the run should send it again, say so, and finish."""
+    token = stack.token()
+    write_notebook(stack, "abort.ipynb", [cell("print('ran after the failed hand cell')")])
+    session = api(stack.base_url, token, "/api/sessions", "POST",
+                  {"path": "abort.ipynb", "type": "notebook", "name": "abort.ipynb", "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    with KernelConnection(stack.base_url, token, kernel_id) as client:
+        hand = client.submit(wait_source("go-abort") + "\nraise ValueError('the hand cell fails')")
+        stack.wait_kernel_state(kernel_id, "busy", 30, msg_id=hand)
+        run_id = start_run(stack, "abort.ipynb")
+        wait_run(stack, run_id, until=lambda r: r["state"] == "waiting")
+        touch(stack, "go-abort")
+        client.follow(hand)
+    record = wait_run(stack, run_id)
+    assert record["state"] == "done", record
+    assert any("sent again" in note for note in record["notes"]), record["notes"]
+    assert text_of(read(stack.workspace / "abort.ipynb")["cells"][0]) == "ran after the failed hand cell\n"
+
+
 def test_deleted_notebook_is_saved_to_a_side_file(stack: Stack):
     """A notebook deleted mid-run should have its run go on and save to a side file the status names."""
     path = write_notebook(stack, "gone.ipynb", [cell(wait_source("go-gone")), cell("print('still here')")])

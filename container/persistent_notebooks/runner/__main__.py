@@ -46,6 +46,7 @@ TICK = 0.25  # how often a waiting cell checks the kernel, a stop request and th
 MIN_WRITE_INTERVAL = 1.0  # seconds between writes of a notebook while a cell prints
 WRITE_BANDWIDTH = 2 * 2**20  # a big notebook is rewritten at most at this many bytes per second
 RECORD_INTERVAL = 1.0
+ABORTED_RESENDS = 3  # times a run's cell the kernel dropped after another client's error is sent again
 SAVE_RETRY = 2.0  # seconds between tries to save a finished run's outputs that could not be written
 
 
@@ -158,6 +159,7 @@ class Run:
         self.write_interval = MIN_WRITE_INTERVAL
         self.last_record = 0.0
         self.write_error: str | None = None
+        self.aborted = 0  # cells of this run the kernel dropped (another client's error) and that were sent again
         self.cells_seen: tuple | None = None  # (the file's inode, size and time; cell id -> (number, cell))
         self.id = secrets.token_hex(4)
         self.kernel_record: dict | None = None
@@ -475,6 +477,13 @@ class Run:
         status = reply.get("status")
         if status == "ok":
             return "ok"
+        if status == "aborted" and not self.stop_reason and self.aborted < ABORTED_RESENDS:
+            # Never run: a cell run by hand before it failed, and ipykernel drops the requests queued behind
+            # an error (stop_on_error, as VSCode and JupyterLab send their cells). Sent again, and said so.
+            self.aborted += 1
+            self.note(f"cell {self.record['cell']} was not run: the kernel dropped it after another client's cell "
+                      "failed before it; sent again")
+            return await self.execute(channels, outputs, code)
         if self.stop_reason == "stop":
             return "ended"
         ename = reply.get("ename") or status or "error"
