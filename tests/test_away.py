@@ -121,6 +121,37 @@ def test_output_beyond_the_buffer_is_bounded(make_stack):
     assert after - before < slack_kib, f"Jupyter grew from {before} to {after} KiB: it holds output too"
 
 
+def test_a_client_that_stops_reading_costs_jupyter_a_bounded_amount(make_stack):
+    """A websocket client that stays connected but reads nothing (a laptop asleep, its tunnel still open) while a
+    cell prints 10 MiB/s for 30 s: Jupyter's memory should stay bounded (it drops that connection past 16 MiB
+    unread), and the client, reconnecting, gets what the keeper kept, with the notice of what did not fit."""
+    stack: Stack = make_stack(NOTEBOOK_AWAY_BUFFER="8m")
+    stack.up()
+    stack.wait_healthy()
+    token = stack.token()
+    kernel_id = start_kernel(stack.base_url, token)
+    jupyter = stack.program_pid("jupyter")
+    with KernelConnection(stack.base_url, token, kernel_id) as warm:
+        warm.execute("print('x' * 1000)")
+    before = stack.rss_kib(jupyter)
+    sleeper = KernelConnection(stack.base_url, token, kernel_id)
+    msg_id = sleeper.submit("import sys, time\nchunk = ('z' * 1023 + '\\n') * 1024\nfor i in range(300):\n"
+                            "    sys.stdout.write(chunk)\n    sys.stdout.flush()\n    time.sleep(0.1)\nprint('last')")
+    peak = before  # the client reads nothing from here on
+    while stack.keeper_status()[kernel_id]["execution_state"] != "idle" or \
+            stack.keeper_status()[kernel_id].get("state_of") != msg_id:
+        peak = max(peak, stack.rss_kib(jupyter))
+        time.sleep(0.5)
+    assert stack.program_pid("jupyter") == jupyter, "Jupyter was replaced meanwhile"
+    assert peak - before < 64 * 1024, f"Jupyter grew from {before} to {peak} KiB for a client that reads nothing"
+    assert "has not read 16 MiB sent to it: closing its connection" in stack.logs()
+    sleeper.close()
+    with KernelConnection(stack.base_url, token, kernel_id, timeout=120) as back:
+        replay = back.follow(msg_id)
+    assert replay["stdout"].endswith("last\n"), replay["stdout"][-200:]
+    assert any("dropped" in m["content"].get("text", "") for m in replay["messages"] if m["msg_type"] == "stream")
+
+
 def keeper_request(stack: Stack, op: str, kernel_id: str) -> None:
     stack.exec("/opt/venv/bin/python", "-c", "import sys\nfrom persistent_notebooks import paths, wire\n"
                "wire.request_sync(paths.KEEPER_SOCKET, {'op': sys.argv[1], 'kernel_id': sys.argv[2]}, 10)",

@@ -17,12 +17,14 @@ answers at once: a kernel adopted after a crash is reachable while its cell runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamBufferFullError
 from tornado.websocket import WebSocketClosedError
 
 from .. import settings
@@ -36,6 +38,7 @@ CATCH_UP = 2.0  # seconds the keeper may make no progress towards the first live
 CATCH_UP_MAX = 15.0  # ... and in all (meanwhile live messages wait in the server's memory)
 REPLAYED_FOR = 30.0
 DELIM = b"<IDS|MSG>"
+BACKLOG_LIMIT = 16 << 20  # bytes sent to a client and not read by it, at most; then its connection is dropped
 KEEPING = settings.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
 
 
@@ -68,6 +71,12 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     def connect(self):
         connected = super().connect()
+        # What this client has not read stays in Tornado's write buffer, without bound: a client that stops
+        # reading (a laptop asleep, its tunnel's TCP connection still open) would grow Jupyter by what the
+        # kernel prints. Past BACKLOG_LIMIT the connection is dropped instead (_backlogged): the keeper still
+        # holds what it was never acknowledged, for the client's reconnection.
+        with contextlib.suppress(AttributeError):
+            self.websocket_handler.ws_connection.stream.max_write_buffer_size = BACKLOG_LIMIT
         if connected is None or not KEEPING:
             return connected
         if self._alone():
@@ -144,7 +153,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     def handle_outgoing_message(self, stream, outgoing_msg):
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
         if channel != "iopub":
-            return super().handle_outgoing_message(stream, outgoing_msg)
+            try:
+                return super().handle_outgoing_message(stream, outgoing_msg)
+            except StreamBufferFullError:
+                return self._backlogged()
         if KEEPING:
             msg_id = msg_id_of(outgoing_msg)
             if self._held is not None:
@@ -169,7 +181,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         stream = self.channels.get("iopub")
         if stream is None or stream.closed():
             return
-        super().handle_outgoing_message(stream, msg_list)
+        try:
+            super().handle_outgoing_message(stream, msg_list)
+        except StreamBufferFullError:
+            return self._backlogged()
         if KEEPING:
             self._sent(msg_id_of(msg_list))
 
@@ -180,7 +195,19 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         msg = {"header": None, "parent_header": None, "content": None} if v1 else self.session.deserialize(fed)
         stream = self.channels["iopub"]
         self._on_error("iopub", msg, fed[1:])
-        self._on_zmq_reply(stream, fed[1:] if v1 else msg)
+        try:
+            self._on_zmq_reply(stream, fed[1:] if v1 else msg)
+        except StreamBufferFullError:
+            self._backlogged()
+            raise WebSocketClosedError() from None
+
+    def _backlogged(self) -> None:
+        """The client has not read BACKLOG_LIMIT bytes: drop the connection (its socket, buffer and all); the
+        client reconnects when it reads again, and gets what it missed from the keeper."""
+        self.log.warning("A client of kernel %s has not read %d MiB sent to it: closing its connection (it gets "
+                         "what it missed when it reconnects)", self.kernel_id, BACKLOG_LIMIT >> 20)
+        with contextlib.suppress(AttributeError):
+            self.websocket_handler.ws_connection.stream.close()
 
     def _sent(self, msg_id: str | None) -> None:
         if msg_id is None:
