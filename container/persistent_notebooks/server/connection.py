@@ -38,8 +38,10 @@ CATCH_UP = 2.0  # seconds the keeper may make no progress towards the first live
 CATCH_UP_MAX = 15.0  # ... and in all (meanwhile live messages wait in the server's memory)
 REPLAYED_FOR = 30.0
 DELIM = b"<IDS|MSG>"
-BACKLOG_LIMIT = 16 << 20  # bytes sent to a client and not read by it, at most; then its connection is dropped
-KEEPING = settings.away_buffer() > 0  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
+KEEPING = settings.away_buffer() > 0
+# Bytes sent to a client and not read by it, at most (then its connection is dropped): room for a whole replay
+# of what the keeper holds (NOTEBOOK_AWAY_BUFFER) to a slow client, and 16 MiB of live output.
+BACKLOG_LIMIT = settings.away_buffer() + (16 << 20)  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
 
 
 def msg_id_of(msg_list: list) -> str | None:
