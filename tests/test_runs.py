@@ -671,10 +671,13 @@ def test_a_full_disk_keeps_the_outputs_until_they_can_be_saved(make_stack):
         run_id = start_run(stack, "full.ipynb")
         wait_for(lambda: "before" in text_of(read(path)["cells"][0]), 30, "the first line in the file")
         filler = stack.workspace / "filler"
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            with contextlib.suppress(OSError):  # until the disk is full
+                while True:
+                    os.write(fd, b"\0" * 65536)
+        finally:
+            os.close(fd)
         touch(stack, "full-go")
         saving = wait_run(stack, run_id, until=lambda r: r["state"] == "saving")
         assert "No space left" in (saving["write_error"] or ""), saving

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import threading
 
 import pytest
@@ -184,3 +185,18 @@ def test_a_cell_printing_without_end_is_kept_bounded():
     outputs.add("stream", {"name": "stdout", "text": "10%\r"})
     outputs.add("stream", {"name": "stdout", "text": "99%\r100%"})
     assert outputs.result()["outputs"][0]["text"].endswith(line[8:] + "100%"), "\\r still overwrites the last line"
+
+
+def test_one_huge_message_is_cut_without_losing_its_ends():
+    """A single stream message of 30 MB (a kernel flushing a fast loop): its start and end kept, the cut counted."""
+    outputs = nbfile.CellOutputs({})
+    outputs.add("stream", {"name": "stdout", "text": "start\n"})
+    outputs.add("stream", {"name": "stdout", "text": "".join(f"{i:09d}\n" for i in range(3_000_000))})
+    outputs.add("stream", {"name": "stdout", "text": "end\n"})
+    text = outputs.result()["outputs"][0]["text"]
+    assert text.startswith("start\n000000000\n") and text.endswith(f"{2_999_999:09d}\nend\n")
+    head, notice, tail = re.fullmatch(r"(.*?)(\n\[persistent-notebooks: [\d,]+ characters[^\]]*\]\n)(.*)", text,
+                                      re.S).groups()
+    cut = int(re.search(r"([\d,]+) characters", notice).group(1).replace(",", ""))
+    assert len(head) + cut + len(tail) == 6 + 30_000_000 + 4, "every character is kept or counted as cut"
+    assert len(head) == nbfile.STREAM_HEAD and len(tail) == nbfile.STREAM_TAIL

@@ -249,6 +249,17 @@ class StreamText:
         self.cut = 0
 
     def append(self, text: str) -> None:
+        if len(text) > 2 * STREAM_TAIL + STREAM_HEAD:
+            # One big message (a kernel flushes what a fast loop printed in 0.2 s: tens of MB): only its start
+            # (for the head) and its end are kept, without copying the rest around.
+            if len(self.head) < STREAM_HEAD:
+                start = STREAM_HEAD - len(self.head)
+                self.append(text[:start])
+                text = text[start:]
+            kept = text[-2 * STREAM_TAIL:]
+            self.cut += self.size + len(self.open_line) + len(text) - len(kept)
+            self.parts, self.size, self.open_line = [], 0, ""
+            text = kept
         text = self.open_line + text
         if "\r" in text:
             text = collapse_carriage_returns(text)
