@@ -3,6 +3,8 @@
 - login to the user's server answering: a first spawn (the user's image layer built, a container made)
   and a kept server (stopped, then started again: the same container);
 - memory of an idle user's container (no kernels), and of the hub's own (JupyterHub and its proxy);
+- logins: a wrong password of an existing and of an unknown user (the same bcrypt work), and the hub's API
+  during 16 wrong logins at once beside the quiet API (bcrypt runs off the hub's event loop);
 - the single-user stack's kernel figures through the hub's proxy: reconnect + trivial execute, and
   kill -9 of the user's Jupyter server -> every kernel answering again (same ids).
 measure() takes a running hub, so the test suite runs it (quick) on the hub its tests use.
@@ -26,7 +28,14 @@ from benchmark import (  # noqa: E402
     reconnects,
     summary,
 )
-from hubclient import Hub, HubUser, running_hub  # noqa: E402
+from hubclient import (  # noqa: E402
+    Hub,
+    HubUser,
+    api_seconds,
+    api_times_during_logins,
+    running_hub,
+    wrong_login_times,
+)
 from stack import docker_client, wait_for  # noqa: E402
 
 PASSWORD = "bench-secret-42"
@@ -86,9 +95,16 @@ def measure(hub: Hub, runs: int, tries: int, prefix: str = "bench") -> dict:
     for _ in range(runs):
         wait_for(lambda: settled(hub, user.name), 120, f"{user.name}'s container to settle before a kill")
         back.append(kernels_back_after_kill(hub, user, kernel_ids))
+    progress("hub: wrong logins")
+    hub.passwords.setdefault(user.name, PASSWORD)
+    wrong = wrong_login_times(hub, user.name, 4 if tries < 10 else 20)
+    quiet = [api_seconds(hub) for _ in range(40)]
+    busy = api_times_during_logins(hub, 16)
     return {"login_to_server_s": {"first_spawn": summary(first), "kept_server": summary(kept)},
             "idle_user_container_mib": memory, "hub_container_mib": hub_memory, "reconnect_s": summary(reconnect),
-            "kill_jupyter_3_kernels_back_s": summary(back)}
+            "kill_jupyter_3_kernels_back_s": summary(back),
+            "wrong_login_s": {kind: summary(times) for kind, times in wrong.items()},
+            "hub_api_s": {"quiet": summary(quiet), "during_16_wrong_logins": summary(busy)}}
 
 
 def table(r: dict) -> str:
@@ -104,6 +120,10 @@ def table(r: dict) -> str:
         f"| the hub's container (JupyterHub and configurable-http-proxy) | {r['hub_container_mib']:.1f} MiB |",
         f"| reconnect + trivial execute | {fmt(r['reconnect_s'])} |",
         f"| kill -9 of the user's Jupyter -> 3 kernels answering again | {fmt(r['kill_jupyter_3_kernels_back_s'])} |",
+        f"| wrong password, existing user (login form posted -> refused) | {fmt(r['wrong_login_s']['existing'])} |",
+        f"| wrong password, unknown user | {fmt(r['wrong_login_s']['unknown'])} |",
+        f"| hub API (GET /hub/api/), quiet (floor) | {fmt(r['hub_api_s']['quiet'])} |",
+        f"| hub API during 16 wrong logins at once | {fmt(r['hub_api_s']['during_16_wrong_logins'])} |",
     ])
 
 

@@ -8,7 +8,7 @@ hub never removes their containers nor stops them when it stops, and a new hub f
 
 import os
 
-from persistent_hub import accounts, deployment
+from persistent_hub import accounts, deployment, passwords
 from persistent_hub.spawner import PersistentDockerSpawner, PersistentSwarmSpawner
 
 c = get_config()  # noqa: F821 - provided by JupyterHub
@@ -39,8 +39,11 @@ c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.authenticator_class = "persistent_hub.auth.HashedPasswordAuthenticator"
 c.NativeAuthenticator.enable_signup = False
 c.NativeAuthenticator.open_signup = False
-c.NativeAuthenticator.minimum_password_length = 8
+c.NativeAuthenticator.minimum_password_length = passwords.MIN_CHARACTERS
 c.NativeAuthenticator.check_common_password = True
+# Lock-out (persistent_hub.auth): 5 failed logins from one client as one user refuse that client for 60 s,
+# doubling with each further spell up to an hour; a browser that logged in as the user before is a client
+# of its own (a signed cookie), so nobody else's failures lock them out. Kept in login-failures.json.
 c.NativeAuthenticator.allowed_failed_logins = 5
 c.NativeAuthenticator.seconds_before_next_try = 60
 # Who may log in is who has a password (NativeAuthenticator checks it); names as containers can hold them.

@@ -4,12 +4,14 @@ server's REST API and kernels through the hub's proxy."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import docker.errors
@@ -128,6 +130,47 @@ class Hub:
     def exec_user(self, name: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["docker", "exec", f"{self.project}-user-{name}", *args], capture_output=True, text=True,
                               timeout=120)
+
+
+def timed_login(hub: Hub, name: str, password: str) -> tuple[bool, float]:
+    """A login from a new browser (no cookie); whether it was taken, and the seconds it took (its GET of the
+    form is a few ms, the same for every name)."""
+    started = time.perf_counter()
+    taken = HubUser(hub.base_url, name).login(password)
+    return taken, time.perf_counter() - started
+
+
+def wrong_login_times(hub: Hub, name: str, rounds: int) -> dict[str, list[float]]:
+    """Seconds of wrong logins (8 and 100 bytes) as NAME (an existing user, whose right password is logged in
+    between every four: no lock-out in the measure) and as unknown users, interleaved."""
+    times: dict[str, list[float]] = {"existing": [], "unknown": []}
+    for round_ in range(rounds):
+        for password in ("wrong-pw", "w" * 100):
+            for kind, who in (("existing", name), ("unknown", f"nobody{round_}x{len(password)}")):
+                taken, seconds = timed_login(hub, who, password)
+                assert not taken, f"{who} logged in with a wrong password"
+                times[kind].append(seconds)
+        if round_ % 2:
+            assert timed_login(hub, name, hub.passwords[name])[0], f"{name}'s own password was refused"
+    return times
+
+
+def api_seconds(hub: Hub) -> float:
+    """Seconds of one GET /hub/api/ (the hub's version: no database, no user)."""
+    started = time.perf_counter()
+    assert requests.get(f"{hub.base_url}/hub/api/", timeout=30).status_code == 200
+    return time.perf_counter() - started
+
+
+def api_times_during_logins(hub: Hub, logins: int) -> list[float]:
+    """Seconds of the hub's API asked again and again while LOGINS wrong logins (unknown names) run at once."""
+    with concurrent.futures.ThreadPoolExecutor(logins) as pool:
+        done = [pool.submit(timed_login, hub, f"guess{i}", "wrong-pw") for i in range(logins)]
+        times = []
+        while not all(f.done() for f in done):
+            times.append(api_seconds(hub))
+        assert not any(f.result()[0] for f in done), "a wrong password logged in"
+    return times
 
 
 def remove_everything_of(project: str) -> None:

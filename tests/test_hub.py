@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import statistics
 import sys
 
 import docker.errors
 import pytest
 import requests
 from conftest import css, screenshot_on_failure
-from hubclient import Hub, HubUser, running_hub
+from hubclient import Hub, HubUser, api_times_during_logins, running_hub, timed_login, wrong_login_times
 from kernelclient import KernelConnection
 from stack import REPO, SUPERVISORCTL, docker_client, wait_for
 
@@ -152,6 +153,63 @@ def test_bad_logins_and_names_are_refused(hub: Hub):
     assert listed.returncode == 0 and "alice" in listed.stdout and "carol" not in listed.stdout, listed
 
 
+def test_names_too_long_for_a_container_are_refused_with_the_limit(hub: Hub):
+    """A name whose container name (DockerSpawner's escaping: . _ - take 3 characters) would pass a DNS label's
+    63 characters should be refused at `user add`, saying how long a name may be."""
+    made = hub.script("user", "add", "a.b.c.d.e.f.g.h.i.jklmnopqrstuvw")  # 32 characters, 50 escaped
+    assert made.returncode == 1 and "too long" in made.stderr and "at most 63" in made.stderr \
+        and "may have 48 characters" in made.stderr, made.stderr
+    made = hub.script("user", "add", "x" * 34)
+    assert made.returncode == 1 and "1 to 32" in made.stderr, made.stderr
+    made = hub.script("user", "add", "x" * 32)
+    assert made.returncode == 0, made.stderr
+    hub.script("user", "remove", "x" * 32, "--delete-state")
+
+
+def test_wrong_passwords_tell_nothing_and_keep_the_hub_responsive(hub: Hub):
+    """Wrong passwords (8 and 100 bytes) of an existing and an unknown user should get the same answer in the
+    same time (bcrypt for both; medians of 20, interleaved); a password too long for bcrypt is refused at
+    `user password` with a message; 16 concurrent wrong logins should leave the hub's API answering far
+    faster than one password check takes (bcrypt off the event loop)."""
+    long = hub.script("user", "password", "alice", "--password-stdin", stdin="p" * 80 + "\n")
+    assert long.returncode == 1 and "at most 72 bytes" in long.stderr and "Traceback" not in long.stderr, long
+    times = wrong_login_times(hub, "alice", 20)
+    status = {HubUser(hub.base_url, name).session.post(f"{hub.base_url}/hub/login", timeout=30, data={
+        "username": name, "password": "w" * 100}).status_code for name in ("alice", "nobody-else")}
+    assert status == {403}, f"answers differ, or are not a refusal: {status}"
+    existing, unknown = (statistics.median(times[kind]) for kind in ("existing", "unknown"))
+    assert abs(existing - unknown) < max(0.025, existing / 10), \
+        f"wrong passwords take {existing * 1000:.0f} ms for an existing user, {unknown * 1000:.0f} ms for another"
+
+    api = api_times_during_logins(hub, 16)
+    assert len(api) >= 10, f"16 logins ended before the API was asked 10 times ({len(api)})"
+    assert statistics.median(api) < unknown / 4, \
+        (f"the hub's API took {statistics.median(api) * 1000:.0f} ms (median) during 16 wrong logins, "
+         f"one password check takes {unknown * 1000:.0f} ms: the checks hold up its event loop")
+
+
+def test_a_lock_out_holds_one_client_across_a_hub_restart_and_no_one_else(hub: Hub):
+    """Five wrong passwords from one new client should refuse that client even the right password, still after a
+    hub restart; a browser that logged in as the user before should log in all along."""
+    made = hub.script("user", "add", "dave", "--password-stdin", stdin="dave-secret-42\n")
+    assert made.returncode == 0, made.stderr
+    assert HubUser(hub.base_url, "dave").login("dave-secret-42"), "dave could not log in"
+    device = HubUser(hub.base_url, "dave")
+    assert device.login("dave-secret-42") and device.session.cookies.get("persistent-hub-device"), \
+        "a login set no device cookie"
+    dave = HubUser(hub.base_url, "dave")  # dave's browser, logged out: only the device cookie kept
+    dave.session.cookies.set("persistent-hub-device", device.session.cookies.get("persistent-hub-device"),
+                             path="/hub/")
+    for _ in range(5):
+        assert not timed_login(hub, "dave", "not-daves")[0]
+    assert not timed_login(hub, "dave", "dave-secret-42")[0], "five failures from this client locked nothing"
+    hub.compose("restart", "hub")
+    hub.wait_up()
+    assert not timed_login(hub, "dave", "dave-secret-42")[0], "a hub restart forgot the lock-out"
+    assert dave.login("dave-secret-42"), "dave's own browser was locked out by another client's failures"
+    assert hub.script("user", "remove", "dave", "--delete-state").returncode == 0
+
+
 def test_kernels_survive_restarting_and_recreating_the_hub(hub: Hub, alice: HubUser):
     """A user's kernel should keep its id and variables, and their server keep running, through a restarted
     and a recreated hub container."""
@@ -267,4 +325,5 @@ def test_benchmark_hub_section_reports_every_figure(hub: Hub):
     assert figures["idle_user_container_mib"] > 0 and figures["reconnect_s"]["median"] > 0
     assert figures["hub_container_mib"] > 0
     assert figures["kill_jupyter_3_kernels_back_s"]["median"] > 0
+    assert figures["wrong_login_s"]["unknown"]["median"] > 0 and figures["hub_api_s"]["quiet"]["median"] > 0
     assert "| login -> server answering, first spawn" in hub_benchmark.table(figures)

@@ -23,17 +23,31 @@ ADMIN_SERVICE = "persistent-hub-admin"
 # and a host folder name can all hold as given, so each user's are recognisable.
 USERNAME_PATTERN = r"[a-z][a-z0-9._-]{0,31}"
 FIRST_UID = 10001
+DNS_LABEL = 63  # a container's name is its host name on the hub's network (DockerSpawner.use_internal_hostname)
 
 
 class AccountError(Exception):
     """Bad input from the admin; the message says what to do instead."""
 
 
-def check_username(name: str) -> str:
+def check_username(name: str, prefix: str | None = None) -> str:
+    """The name if a user's server can be made under it (PREFIX-NAME, escaped, a DNS label); else AccountError.
+    prefix: the deployment's container prefix (default: this hub's)."""
     if not re.fullmatch(USERNAME_PATTERN, name):
         raise AccountError(
             f"user name {name!r} is not taken: use 1 to 32 lower-case letters, digits and . _ - , starting "
             "with a letter (it names the user's container, volume and folder), e.g. 'alice' or 'j.doe'.")
+    from . import deployment
+
+    prefix = deployment.prefix() if prefix is None else prefix
+    container = deployment.container_name(name, prefix)
+    if len(container) > DNS_LABEL:
+        room = DNS_LABEL - len(prefix) - 1
+        raise AccountError(
+            f"user name {name!r} is too long for this hub: the user's container would be {container!r}, "
+            f"{len(container)} characters, and a container's name (its host name on the hub's network) holds "
+            f"at most {DNS_LABEL}. Here a name may have {room} characters, each . _ - counting as 3: use a "
+            "shorter one.")
     return name
 
 

@@ -24,12 +24,11 @@ import time
 import urllib.error
 import urllib.request
 
-from . import accounts
+from . import accounts, passwords
 from .accounts import AccountError
 
 HUB_API = "http://127.0.0.1:8081/hub/api"
 DB_URL = f"sqlite:///{accounts.STATE_DIR / 'jupyterhub.sqlite'}"
-MIN_PASSWORD = 8
 
 
 def api(method: str, path: str, body: dict | None = None, ok404: bool = False):
@@ -59,12 +58,10 @@ def _user_info_session():
 
 
 def set_password(name: str, password: str) -> None:
-    import bcrypt
-
     UserInfo, db = _user_info_session()
     with db:
         info = UserInfo.find(db, name)
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+        hashed = passwords.hashed(password)
         if info is None:
             db.add(UserInfo(username=name, password=hashed, is_authorized=True))
         else:
@@ -98,8 +95,9 @@ def new_password(args) -> str:
     if not args.password_stdin:
         return secrets.token_urlsafe(12)
     password = sys.stdin.readline().rstrip("\n")
-    if len(password) < MIN_PASSWORD:
-        raise AccountError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are needed.")
+    problem = passwords.problem(password)
+    if problem:
+        raise AccountError(problem)
     return password
 
 

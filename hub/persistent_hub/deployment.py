@@ -28,7 +28,8 @@ def prefix() -> str:
     return os.environ.get("HUB_CONTAINER_PREFIX") or f"{project()}-user"
 
 
-def container_name(user: str) -> str:
+def container_name(user: str, prefix_: str | None = None) -> str:
+    """As DockerSpawner names it (its escaping: . _ - become -2e -5f -2d)."""
     from dockerspawner import DockerSpawner
 
-    return f"{prefix()}-{DockerSpawner._escape(user)}"
+    return f"{prefix() if prefix_ is None else prefix_}-{DockerSpawner._escape(user)}"
