@@ -77,6 +77,22 @@ def test_a_flood_of_bytes_reaches_a_connected_client_whole(stack: Stack, kernel:
         f"got {len(out['stdout'])} of {16 * ((1 << 20) + 1)} characters"
 
 
+TIGHT_LOOP = 50 << 20  # characters printed as fast as Python can
+
+
+def test_a_tight_print_loop_sends_bounded_messages(stack: Stack, kernel: str):
+    """A loop writing 50 MB flat out should reach a connected client whole, in messages of about 1 MiB (the
+    kernel's bound; ipykernel alone sends what 0.2 s of printing gathered: tens of MB in one message)."""
+    code = f"import sys\nline = 'z' * 99 + '\\n'\nfor i in range({TIGHT_LOOP // 100}):\n    sys.stdout.write(line)"
+    with KernelConnection(stack.base_url, stack.token(), kernel, timeout=180) as client:
+        out = client.follow(client.submit(code))
+    sizes = [len(m["content"]["text"]) for m in out["messages"] if m["msg_type"] == "stream"]
+    assert sum(sizes) == TIGHT_LOOP and out["stdout"] == ("z" * 99 + "\n") * (TIGHT_LOOP // 100), \
+        f"{sum(sizes)} of {TIGHT_LOOP} characters arrived"
+    # (Jupyter's coalescing may join messages up to 1 MiB before sending: two bounded messages at most.)
+    assert max(sizes) <= (2 << 20) + 100, f"a stream message of {max(sizes)} characters: not bounded"
+
+
 @protocols
 def test_a_burst_while_away_is_kept_whole(stack: Stack, kernel: str, protocol):
     """10,000 lines printed with no client should all reach the next one, coalesced into a few messages."""

@@ -9,6 +9,8 @@ c = get_config()  # noqa: F821 - provided by IPython when it loads this file
 # namespace of its own: nothing is added to the user's.
 c.InteractiveShellApp.exec_lines.append(
     "exec(open('/etc/ipython/bounded_output_history.py').read(), {'get_ipython': get_ipython})")
+# Each stream message at most ~1 MiB however fast a cell prints (bounded_stream_messages.py).
+c.InteractiveShellApp.exec_lines.append("exec(open('/etc/ipython/bounded_stream_messages.py').read(), {})")
 # Variables saved after each cell and at a container stop, and loaded again when the container
 # starts (kernel_state.py, persistent_notebooks.kernelstate).
 c.InteractiveShellApp.exec_lines.append(
