@@ -20,10 +20,11 @@ usage: notebookctl COMMAND [ARGS...]
   run NOTEBOOK        run a notebook server-side in its kernel, outputs into the file (--wait, --stop)
   runs                runs going on and finished (--json, --wait RUN)
 
-The container's own: check, prepare-workspace (see persistent_notebooks/cli/setup.py).
+The container's own: check, prepare-workspace, terminal (JupyterLab's terminals; see
+persistent_notebooks/cli/setup.py).
 """
 
-SETUP = ("check", "prepare-workspace", "attach", "url", "token", "health")
+SETUP = ("check", "prepare-workspace", "attach", "terminal", "url", "token", "health")
 WORK = ("env", "kernels", "run", "runs")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import paths, settings
 from ..settings import NoTokenYet, SettingError
-from ..tmux import log, tmux
+from ..tmux import LAB_WINDOW, lab_windows, log, tmux
 
 HOST_CA_BUNDLE = Path("/run/secrets/ca_bundle")
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -188,6 +188,30 @@ def cmd_attach(argv: list[str]) -> int:
             "Starting a plain shell instead.")
         os.execvp("bash", ["bash", "-l"])
     os.execvp("tmux", ["tmux", "-N", "attach-session", "-t", f"={name}", *argv])
+
+
+def cmd_terminal(argv: list[str]) -> int:
+    """A JupyterLab terminal (the Jupyter server's terminal command; PN_TERMINAL names it): its window of the
+    named session, lab-NAME, made here in this folder if missing, shown through a view of its own (a session
+    grouped with the named one, gone with this client), so it neither moves VSCode's view nor dies with Jupyter.
+    The window's shell ending closes the browser's terminal."""
+    name = settings.session_name()
+    if not wait_for_session(name, timeout=15):
+        log(f"tmux session {name!r} is not there yet; check `docker compose logs notebooks`. "
+            "Starting a plain shell instead (it ends with Jupyter).")
+        os.execvp("bash", ["bash", "-l"])
+    terminal = os.environ.get("PN_TERMINAL") or str(os.getpid())
+    view = f"{name}-{LAB_WINDOW}{terminal}"
+    window = lab_windows(name).get(terminal)
+    if window is None:
+        import shlex
+
+        made = tmux("new-window", "-d", "-P", "-F", "#{window_id}", "-t", f"={name}:", "-n", LAB_WINDOW + terminal,
+                    "-c", os.getcwd(), f"bash -l; tmux detach-client -s {shlex.quote('=' + view)} 2>/dev/null")
+        window = made.stdout.strip()
+    tmux("kill-session", "-t", f"={view}")  # a view left by a client that died with its server
+    os.execvp("tmux", ["tmux", "-N", "new-session", "-t", f"={name}", "-s", view, ";",
+                       "set-option", "destroy-unattached", "on", ";", "select-window", "-t", f"={view}:{window}"])
 
 
 def server_token() -> str:

@@ -70,6 +70,10 @@ def configure(c) -> None:
     # Every environment made with `notebookctl env create`, and every .venv with ipykernel under the
     # workspace, is offered as a kernel (and so in VSCode's kernel picker).
     c.ServerApp.kernel_spec_manager_class = "persistent_notebooks.server.kernelspecs.EnvironmentKernelSpecManager"
+    # JupyterLab's terminals are windows of the named tmux session (lab-1, lab-2...), each shown through a view
+    # of its own: their processes outlive Jupyter, and VSCode's terminal (the session itself) is not moved.
+    c.TerminalsExtensionApp.terminal_manager_class = "persistent_notebooks.server.terminals.TmuxTerminalManager"
+    c.ServerApp.terminado_settings = {"shell_command": ["/usr/local/bin/notebookctl", "terminal"]}
 
     # --- tuned through .env (settings.py; `notebookctl check` refused bad values before this runs) ----
     # Kernel culling is off by default: keeping kernels alive while nobody is connected is the point.
