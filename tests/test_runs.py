@@ -9,6 +9,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -187,6 +188,76 @@ def test_a_run_uses_the_kernel_vscode_runs_the_notebook_in(stack: Stack):
         listed = json.loads(notebookctl(stack, "kernels", "--json").stdout)["kernels"]
         assert next(k for k in listed if k["id"] == kernel_id)["notebooks"] == [f"a/{name}.ipynb"], listed
         api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+
+def vscode_session(stack: Stack, token: str, name: str) -> dict:
+    """A session as VSCode's extension makes one (jupyterKernelSessionFactory.ts): path NAME-jvsc-UUID.ipynb."""
+    return api(stack.base_url, token, "/api/sessions", "POST", {
+        "path": f"{name}-jvsc-{uuid.uuid4()}{uuid.uuid4()}.ipynb", "name": f"{name}-{uuid.uuid4()}.ipynb",
+        "type": "notebook", "kernel": {"name": "python3"}})
+
+
+def run_id_in(text: str) -> str:
+    found = re.search(r"^run (\w+):", text, re.M)
+    assert found, f"no run started: {text!r}"
+    return found.group(1)
+
+
+def test_run_on_server_runs_the_rest_of_the_notebook_in_this_kernel(stack: Stack):
+    """%run_on_server in a cell should return at once, saying how to follow the run, and the cells after it should
+    run in this very kernel (its variables), outputs into the file. As VSCode sends it (a jvsc session, cellId a
+    URI: the cell found by its source as saved) and as JupyterLab does (the session's path is the notebook,
+    cellId the cell's id: found even when its saved source differs)."""
+    token = stack.token()
+    path = write_notebook(stack, "otf.ipynb", [cell("x = 1"), cell("%run_on_server"), cell("print(x + 41)"),
+                                               cell("print('last')")])
+    session = vscode_session(stack, token, "otf")
+    uri = "vscode-notebook-cell://dev-container%2B7b22/workspace/otf.ipynb#W"
+    with KernelConnection(stack.base_url, token, session["kernel"]["id"]) as kernel:
+        assert kernel.execute("x = 1", cell_uri=uri + "0")["error"] is None
+        out = kernel.execute("%run_on_server", cell_uri=uri + "1")
+    assert out["error"] is None and "runs in this kernel" in out["stdout"], out
+    done = wait_run(stack, run_id_in(out["stdout"]))
+    assert done["state"] == "done" and done["kernel_id"] == session["kernel"]["id"], done
+    cells = read(path)["cells"]
+    assert [text_of(c) for c in cells] == ["", "", "42\n", "last\n"], [c["outputs"] for c in cells]
+    api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+    path = write_notebook(stack, "otf-lab.ipynb", [cell("y = 2"), cell("%run_on_server  # as saved", cid="magic1"),
+                                                   cell("print(y * 21)")])
+    session = api(stack.base_url, token, "/api/sessions", "POST",
+                  {"path": "otf-lab.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+    with KernelConnection(stack.base_url, token, session["kernel"]["id"]) as kernel:
+        assert kernel.execute("y = 2")["error"] is None
+        out = kernel.execute("%run_on_server", cell_uri="magic1")  # JupyterLab: metadata.cellId, the cell's id
+    assert wait_run(stack, run_id_in(out["stdout"]))["state"] == "done", out
+    assert text_of(read(path)["cells"][2]) == "42\n", read(path)["cells"]
+    api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+
+def test_run_on_server_refuses_bad_input_in_the_cell_and_starts_nothing(stack: Stack):
+    """No notebook for the kernel, a kernel of two notebooks, a range outside the notebook, a cell not in the file
+    as saved, a bad option: each a message in the cell's output naming the fix, and no run started."""
+    token = stack.token()
+    write_notebook(stack, "bad-a.ipynb", [cell("%run_on_server"), cell("print(1)")])
+    write_notebook(stack, "bad-b.ipynb", [cell("print(2)")])
+    lone = api(stack.base_url, token, "/api/kernels", "POST", {"name": "python3"})["id"]
+    runs_before = len(json.loads(notebookctl(stack, "runs", "--json").stdout))
+    with KernelConnection(stack.base_url, token, lone) as kernel:
+        said = {"no notebook": kernel.execute("%run_on_server")["stderr"]}
+        for name in ("bad-a.ipynb", "bad-b.ipynb"):
+            api(stack.base_url, token, "/api/sessions", "POST", {"path": name, "type": "notebook",
+                                                                 "kernel": {"id": lone}})
+        said["two notebooks"] = kernel.execute("%run_on_server")["stderr"]
+        said["range"] = kernel.execute("%run_on_server bad-a.ipynb --cells 7-9")["stderr"]
+        said["unsaved"] = kernel.execute("%run_on_server bad-a.ipynb  # an edit not saved")["stderr"]
+        said["option"] = kernel.execute("%run_on_server --bogus")["stderr"]
+    expected = {"no notebook": "belongs to no notebook", "two notebooks": "runs 2 notebooks (bad-a.ipynb, bad-b.ipynb)",
+                "range": "7-9", "unsaved": "save the notebook first", "option": "unrecognized arguments: --bogus"}
+    for case, text in expected.items():
+        assert text in said[case] and "Nothing was started" in said[case], (case, said[case])
+    assert len(json.loads(notebookctl(stack, "runs", "--json").stdout)) == runs_before, "a run was started"
+    api(stack.base_url, token, f"/api/kernels/{lone}", "DELETE")
 
 
 def test_run_without_a_session_makes_one_an_editor_finds(stack: Stack):

@@ -11,6 +11,9 @@ c.InteractiveShellApp.exec_lines.append(
     "exec(open('/etc/ipython/bounded_output_history.py').read(), {'get_ipython': get_ipython})")
 # Each stream message at most ~1 MiB however fast a cell prints (bounded_stream_messages.py).
 c.InteractiveShellApp.exec_lines.append("exec(open('/etc/ipython/bounded_stream_messages.py').read(), {})")
+# %run_on_server: the rest of the notebook handed to the server's runner (run_on_server.py).
+c.InteractiveShellApp.exec_lines.append(
+    "exec(open('/etc/ipython/run_on_server.py').read(), {'get_ipython': get_ipython})")
 # Variables saved after each cell and at a container stop, and loaded again when the container
 # starts (kernel_state.py, persistent_notebooks.kernelstate).
 c.InteractiveShellApp.exec_lines.append(

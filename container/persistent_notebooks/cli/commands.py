@@ -126,6 +126,10 @@ Run a notebook server-side, in its kernel, its outputs saved into the file as th
         variables, from the cell that was running (run again from its start); --no-resume: it does not.
   run --stop NOTEBOOK|RUN
         interrupt the kernel and end the run
+  run [NOTEBOOK] --kernel ID --after CELL
+        what %run_on_server asks from inside a notebook: run, in that running kernel, its notebook (the
+        one its session or its cells name) from the cell after CELL (the cell's id, or VSCode's cell URI;
+        the cell's source on stdin, to find it by its text when its id is not in the file)
 """
 
 RUNS_HELP = """\
@@ -139,11 +143,13 @@ Notebook runs: going on, and finished in the last 7 days.
 def run_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="notebookctl run", description=RUN_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebook", help="path relative to /workspace, or absolute under it (or a run id with --stop)")
+    parser.add_argument("notebook", nargs="?", default="",
+                        help="path relative to /workspace, or absolute under it (or a run id with --stop)")
     parser.add_argument("--wait", action="store_true", help="follow the run with a progress bar until it ends")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--from", dest="first", type=int, metavar="N", help="run from cell N to the end")
     which.add_argument("--cells", metavar="N-M", help="run cells N to M (N, N-M or N-)")
+    which.add_argument("--after", metavar="CELL", help="run from the cell after CELL (its source on stdin)")
     parser.add_argument("--kernel", metavar="ID|NAME", help="a running kernel's id, or a kernel name for a new one")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining cells after an error")
     parser.add_argument("--no-resume", action="store_true",
@@ -158,8 +164,11 @@ def run_main(argv: list[str]) -> int:
         return 0
     if args.first is not None and args.first < 1:
         parser.error("--from counts cells from 1")
+    if not args.notebook and not args.kernel:
+        parser.error("name the notebook to run (or, with --kernel ID, a running kernel whose notebook it is)")
+    after = {"cell": args.after, "code": sys.stdin.read()} if args.after is not None else None
     record = runs.request("start", notebook=args.notebook, cells=args.cells, keep_going=args.keep_going,
-                          kernel=args.kernel, resume=not args.no_resume, **{"from": args.first})["run"]
+                          kernel=args.kernel, resume=not args.no_resume, after=after, **{"from": args.first})["run"]
     print(f"run {record['id']}: {record['notebook']}, {record['cells_total']} code cells, kernel "
           f"{record['kernel_id'][:8]} ({record['kernel_name']})")
     if args.wait:

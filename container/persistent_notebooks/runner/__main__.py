@@ -526,6 +526,27 @@ def resolve_notebook(text: str) -> tuple[Path, str]:
     return real, str(real.relative_to(root))
 
 
+def cell_after(nb: dict, after: dict, rel: str) -> int:
+    """The number (from 1) of the cell after the one that asked (%run_on_server's): found by its id (JupyterLab's
+    cellId is the cell's id), else by its source as saved (VSCode's cellId is a URI); exactly one."""
+    cells = nb["cells"]
+    wanted = after.get("cell") or ""
+    found = [i for i, c in enumerate(cells) if wanted and c.get("id") == wanted]
+    if not found:
+        code = (after.get("code") or "").strip()
+        found = [i for i, c in enumerate(cells) if c.get("cell_type") == "code" and code
+                 and nbfile.source(c).strip() == code]
+    if not found:
+        raise RunError(f"the cell running this is not in {rel} as saved on disk: the run uses the file, so save "
+                       "the notebook first (or say where to start: --from N).")
+    if len(found) > 1:
+        raise RunError(f"the cell running this is in {rel} {len(found)} times (cells "
+                       f"{', '.join(str(i + 1) for i in found)}): say where to start, --from N.")
+    if found[0] + 1 >= len(cells):
+        raise RunError(f"this is the last cell of {rel} (as saved): nothing after it to run.")
+    return found[0] + 2
+
+
 class Runner:
     def __init__(self) -> None:
         self.context = zmq.asyncio.Context()
@@ -642,7 +663,8 @@ class Runner:
     async def start(self, request: dict) -> Run:
         if self.stopping.is_set():
             raise RunError("the container is stopping; start the run again once it is back")
-        path, rel = resolve_notebook(request["notebook"])
+        path, rel = resolve_notebook(request.get("notebook") or await asyncio.to_thread(
+            self.notebook_of_kernel, request.get("kernel")))
         for other in self.runs.values():
             if other.path == path:
                 raise RunError(f"{rel} is already being run (run {other.id}, {describe(other.record)}); wait for "
@@ -656,7 +678,9 @@ class Runner:
         try:
             nb = nbfile.parse(text, rel)
             count = len(nb["cells"])
-            if request.get("cells"):
+            if request.get("after"):
+                first, last = cell_after(nb, request["after"], rel), count
+            elif request.get("cells"):
                 first, last = nbfile.parse_range(request["cells"], count)
             else:
                 first, last = int(request.get("from") or 1), count
@@ -687,6 +711,27 @@ class Runner:
         run.task = asyncio.ensure_future(run.main())
         log.info("run %s: %s, %d cells, kernel %s (%s)", run.id, rel, len(cells), kernel_id, kernel_name)
         return run
+
+    def notebook_of_kernel(self, kernel_id: str | None) -> str:
+        """The notebook a running kernel belongs to (for %run_on_server): its sessions' paths that are notebook
+        files, and the notebook whose cells it last ran (VSCode's sessions are named otherwise); exactly one."""
+        if not kernel_id:
+            raise RunError("no notebook given: name the notebook to run.")
+        record = next((r for r in paths.live_records() if r.get("kernel_id") == kernel_id), None)
+        if record is None:
+            raise RunError(f"no running kernel {kernel_id[:8]}: name the notebook to run.")
+        found = {s["path"].lstrip("/") for s in api("GET", "/api/sessions") or []
+                 if (s.get("kernel") or {}).get("id") == kernel_id and s.get("path", "").endswith(".ipynb")
+                 and (settings.WORKSPACE / s["path"].lstrip("/")).is_file()}
+        if record.get("notebook"):
+            found.add(record["notebook"])
+        if not found:
+            raise RunError("this kernel belongs to no notebook the server knows (no notebook file has it as its "
+                           "session, and it ran no cell of one): name the notebook, e.g. %run_on_server a/b.ipynb")
+        if len(found) > 1:
+            raise RunError(f"this kernel runs {len(found)} notebooks ({', '.join(sorted(found))}): name the one to "
+                           "run, e.g. %run_on_server " + sorted(found)[0])
+        return found.pop()
 
     def kernel_for(self, rel: str, nb: dict, wanted: str | None) -> tuple[str, str]:
         """The kernel of the notebook's session, or one named, or a new session with the notebook's
