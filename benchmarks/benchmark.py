@@ -771,6 +771,30 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
                        "bytes_per_minute": total * 60 / took, "final_file_bytes": size}}
 
 
+def runs_rows(r: dict) -> list[str]:
+    """The server-side runs' rows of the table (r: runs_figures())."""
+    return [
+        f"| notebookctl run, per trivial cell (50 cells) / the same cells over one websocket | "
+        f"{fmt(r['per_cell_s'])} / {fmt(r['websocket_per_cell_s'])}; overhead "
+        f"{1000 * r['overhead_per_cell_s']:.1f} ms per cell | | |",
+        "| notebookctl run, per trivial cell by notebook size | " + ", ".join(
+            f"{size} cells: {1000 * t:.1f} ms" for size, t in r['per_cell_by_size_s'].items())
+        + f" | websocket: {1000 * r['websocket_per_cell_s']['median']:.1f} ms | |",
+        f"| notebookctl run, the runner's peak memory while a cell prints "
+        f"{r['runner_peak_mib']['printed_mb']} MB | {r['runner_peak_mib']['peak']:.0f} MiB | | |",
+        f"| saves through Jupyter during a run ({r['save_conflicts']['saves_per_s']:.0f}/s): acknowledged "
+        f"saves undone | {r['save_conflicts']['undone']} of {r['save_conflicts']['saves']} | | |",
+        f"| notebookctl run, a line printed in a long cell -> in the file | {fmt(r['output_to_file_s'])} | | |",
+        f"| notebookctl run, a cell printing 100 lines/s for {r['chatty']['seconds']:.0f} s: bytes written "
+        f"per minute (final file) | {r['chatty']['bytes_per_minute'] / MIB:.2f} MiB/min "
+        f"({r['chatty']['final_file_bytes'] / 1024:.0f} KiB) | | |",
+    ]
+
+
+def runs_table(r: dict) -> str:
+    return "\n".join(["| server-side runs | figure | floor | |", "|---|---|---|---|", *runs_rows(r)])
+
+
 def save_conflicts(stack: Stack, token: str, workspace: Path, saves: int) -> dict:
     """Saves through Jupyter's API (as JupyterLab saves) while a run writes the same notebook: how many
     acknowledged saves the file showed undone afterwards (read after each acknowledgement)."""
@@ -880,20 +904,7 @@ def table(r: dict) -> str:
         f"{r['kernels_list']['pss_mib']:.1f} / {r['kernels_list']['rss_mib']:.1f} MiB "
         f"({r['kernels_list']['smaps_pss_mib']:.1f} / {r['kernels_list']['smaps_rss_mib']:.1f}); "
         f"the command {r['kernels_list']['command_s']:.2f} s | | |",
-        f"| notebookctl run, per trivial cell (50 cells) / the same cells over one websocket | "
-        f"{fmt(r['runs']['per_cell_s'])} / {fmt(r['runs']['websocket_per_cell_s'])}; overhead "
-        f"{1000 * r['runs']['overhead_per_cell_s']:.1f} ms per cell | | |",
-        "| notebookctl run, per trivial cell by notebook size | " + ", ".join(
-            f"{size} cells: {1000 * t:.1f} ms" for size, t in r['runs']['per_cell_by_size_s'].items())
-        + f" | websocket: {1000 * r['runs']['websocket_per_cell_s']['median']:.1f} ms | |",
-        f"| notebookctl run, the runner's peak memory while a cell prints "
-        f"{r['runs']['runner_peak_mib']['printed_mb']} MB | {r['runs']['runner_peak_mib']['peak']:.0f} MiB | | |",
-        f"| saves through Jupyter during a run ({r['runs']['save_conflicts']['saves_per_s']:.0f}/s): acknowledged "
-        f"saves undone | {r['runs']['save_conflicts']['undone']} of {r['runs']['save_conflicts']['saves']} | | |",
-        f"| notebookctl run, a line printed in a long cell -> in the file | {fmt(r['runs']['output_to_file_s'])} | | |",
-        f"| notebookctl run, a cell printing 100 lines/s for {r['runs']['chatty']['seconds']:.0f} s: bytes written "
-        f"per minute (final file) | {r['runs']['chatty']['bytes_per_minute'] / MIB:.2f} MiB/min "
-        f"({r['runs']['chatty']['final_file_bytes'] / 1024:.0f} KiB) | | |",
+        *runs_rows(r["runs"]),
         f"| image size (uncompressed) | {r['image']['total_mb']:.0f} MB | | |",
         "",
         "per process, idle (PSS / RSS MiB): " + ", ".join(
@@ -917,7 +928,17 @@ def main() -> int:
     parser.add_argument("--hub", action="store_true", help="the hub's figures (benchmarks/hub.py) instead")
     parser.add_argument("--kernel-state", action="store_true",
                         help="only the kernel state figures (benchmarks/kernel_state.py), on a stack of their own")
+    parser.add_argument("--runs-only", action="store_true",
+                        help="only the server-side runs' figures (50/500/5,000 cells, 200 MB printed, 1,000 saves), "
+                             "on a stack of their own")
     args = parser.parse_args()
+    if args.runs_only:
+        with kernel_state.stack_of_its_own(args.image) as (stack, token, workspace):
+            figures = runs_figures(stack, token, workspace, args.runs, seconds=5 if args.quick else 30,
+                                   sizes=(50, 500) if args.quick else (50, 500, 5000))
+        Path(args.json).write_text(json.dumps({"runs": figures}, indent=2) + "\n")
+        print(runs_table(figures))
+        return 0
     if args.kernel_state:
         figures = kernel_state.run_alone(args.image, args.quick)
         Path(args.json).write_text(json.dumps({"kernel_state": figures}, indent=2) + "\n")

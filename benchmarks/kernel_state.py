@@ -5,6 +5,7 @@ cost of checkpoints beside the same kernel without them, and what of a data-scie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import statistics
@@ -202,9 +203,10 @@ def measure(stack: Stack, token: str, quick: bool) -> dict:
     return results
 
 
-def run_alone(image: str | None, quick: bool) -> dict:
-    """The figures on a stack of their own (scripts/benchmark --kernel-state), built from this checkout
-    unless an image is given."""
+@contextlib.contextmanager
+def stack_of_its_own(image: str | None):
+    """A stack for one part of the benchmark (built from this checkout unless an image is given), gone after;
+    yields (stack, token, workspace)."""
     import os
     import secrets
     import tempfile
@@ -224,13 +226,19 @@ def run_alone(image: str | None, quick: bool) -> dict:
             stack.compose("build", timeout=1800)
         stack.up()
         stack.wait_healthy()
-        return measure(stack, stack.variables["JUPYTER_TOKEN"], quick)
+        yield stack, stack.variables["JUPYTER_TOKEN"], workspace
     finally:
         stack.down()
         if built:
             subprocess.run(["docker", "image", "rm", image], capture_output=True)
         env_file.unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(workspace)])
+
+
+def run_alone(image: str | None, quick: bool) -> dict:
+    """The figures on a stack of their own (scripts/benchmark --kernel-state)."""
+    with stack_of_its_own(image) as (stack, token, _):
+        return measure(stack, token, quick)
 
 
 def table(r: dict) -> str:
