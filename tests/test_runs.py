@@ -730,9 +730,11 @@ def test_a_killed_runner_leaves_the_notebook_saying_so(stack: Stack):
         touch(stack, "killed-go")
 
 
-def test_a_full_disk_keeps_the_outputs_until_they_can_be_saved(make_stack):
+@pytest.mark.parametrize("runner_killed", [False, True], ids=["runner-waits", "runner-killed"])
+def test_a_full_disk_keeps_the_outputs_until_they_can_be_saved(make_stack, runner_killed: bool):
     """The workspace's disk fills up mid-run: the run never says done with output missing; it says it is saving
-    and why, keeps the outputs, and writes them all once there is room again."""
+    and why, keeps the outputs (in the state volume too), and writes them all once there is room again; if its
+    runner is killed meanwhile, the next one (the watchdog starts it) writes them."""
     if os.getuid() != 0:
         pytest.skip("needs root to mount a small filesystem as the workspace")
     stack: Stack = make_stack()
@@ -757,12 +759,22 @@ def test_a_full_disk_keeps_the_outputs_until_they_can_be_saved(make_stack):
         saving = wait_run(stack, run_id, until=lambda r: r["state"] == "saving")
         assert "No space left" in (saving["write_error"] or ""), saving
         assert "saving" not in text_of(read(path)["cells"][0]) and read(path)["cells"][1]["outputs"] == []
+        if runner_killed:  # the outputs are in the state volume, and the next runner writes them
+            pending = f"/var/lib/persistent-notebooks/runs/{run_id}.pending.json"
+            assert stack.exec("test", "-s", pending, check=False).returncode == 0, "no outputs kept in the state volume"
+            stack.exec("kill", "-KILL", str(stack.program_pid("notebook-runner")))
         filler.unlink()
-        done = wait_run(stack, run_id)
-        assert done["state"] == "done" and not done["write_error"], done
+        if runner_killed:
+            wait_for(lambda: text_of(read(path)["cells"][1]), 60, "the next runner to write the kept outputs")
+            done = run_record(stack, run_id)
+            assert any("written into" in note for note in done["notes"]), done
+            assert stack.exec("test", "-e", pending, check=False).returncode != 0, "the kept outputs were not removed"
+        else:
+            done = wait_run(stack, run_id)
+            assert done["state"] == "done" and not done["write_error"], done
+            assert read(path)["metadata"]["persistent_notebooks"]["run"]["state"] == "done"
         cells = read(path)["cells"]
         assert text_of(cells[0]) == "before\ngo\n" and text_of(cells[1]) == "x" * 100_000 + "\n"
-        assert read(path)["metadata"]["persistent_notebooks"]["run"]["state"] == "done"
     finally:
         stack.down()
         subprocess.run(["umount", str(stack.workspace)], check=False)

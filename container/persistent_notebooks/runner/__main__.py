@@ -36,7 +36,7 @@ from jupyter_client.session import Session  # noqa: E402
 
 from .. import jupyterapi, kernelstate, paths, settings  # noqa: E402
 from . import nbfile  # noqa: E402
-from .records import ACTIVE, all_runs, describe, resumable, runner_alive  # noqa: E402
+from .records import ACTIVE, PENDING_SUFFIX, all_runs, describe, pending_outputs, resumable, runner_alive  # noqa: E402
 
 log = logging.getLogger("notebook-runner")
 KEEP_FINISHED = 7 * 86400
@@ -162,6 +162,7 @@ class Run:
         self.aborted = 0  # cells of this run the kernel dropped (another client's error) and that were sent again
         self.cells_seen: tuple | None = None  # (the file's inode, size and time; cell id -> (number, cell))
         self.id = secrets.token_hex(4)
+        self.pending = paths.RUNS_DIR / f"{self.id}{PENDING_SUFFIX}"  # outputs the notebook could not take yet
         self.kernel_record: dict | None = None
         self.record = {
             "id": self.id, "notebook": rel, "path": str(path), "kernel_id": kernel_id, "kernel_name": kernel_name,
@@ -284,14 +285,21 @@ class Run:
             return
         results = {cid: out.result() for cid, out in self.results.items()}
         started = time.monotonic()
-        self.dirty = False
+        changed, self.dirty = self.dirty, False
         target, size = self.target, 0
         try:
             size = await asyncio.to_thread(self._write_sync, results, self.metadata())
             self.write_error = None
+            if self.pending.exists():
+                self.pending.unlink(missing_ok=True)
         except Exception as exc:  # noqa: BLE001 - disk full, invalid content: keep the outputs, try again
             self.dirty = True
             message = f"could not save {self.target}: {exc}"
+            if changed or not self.pending.exists():
+                try:
+                    await asyncio.to_thread(self.keep_pending, results)
+                except OSError as kept:
+                    message += f" (kept in the runner's memory only: the state volume refused them too: {kept})"
             if message != self.write_error:
                 log.warning("run %s: %s", self.id, message)
             self.write_error = message
@@ -306,6 +314,14 @@ class Run:
         cost = time.monotonic() - started
         self.last_write = time.monotonic()
         self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
+
+    def keep_pending(self, results: dict[str, dict]) -> None:
+        """The outputs the notebook could not take, in the state volume (as the notebook would hold them: each
+        stream cut as in the file), so that none is lost if this runner ends before they can be written:
+        the next runner writes them (Runner.write_pending)."""
+        kept = nbfile.PendingOutputs(run_id=self.id, notebook=self.record["notebook"], path=str(self.target),
+                                     results=results, metadata=self.metadata())
+        paths.write_private(self.pending, kept.to_json())
 
     async def current_cell(self, cell: dict) -> tuple[str | None, int]:
         """The cell's code and number (1-based, as the editor counts) in the file as saved now; None as
@@ -387,8 +403,9 @@ class Run:
         if not self.write_error:
             self.note("its outputs were written once the notebook could be saved again")
             await self.flush(force=True)  # the notebook's metadata says how it ended, not `saving`
-        if self.write_error:  # the container stops: the outputs kept only in memory are lost with the runner
-            self.record.update(state="failed", error=f"outputs not saved: {self.write_error}")
+        if self.write_error:  # the container stops: the outputs are in the state volume, for the next runner
+            kept = "kept in the state volume: the next runner writes them" if self.pending.exists() else "lost"
+            self.record.update(state="failed", error=f"outputs not saved: {self.write_error}; {kept}")
 
     async def execute_all(self, channels: KernelChannels) -> None:
         for index, cell in enumerate(self.cells):
@@ -555,6 +572,7 @@ class Runner:
         self.stopping = asyncio.Event()
         self.oom_kills = self._oom_kills()
         self.kernel_note: str | None = None  # said by kernel_for about its choice, noted in the run
+        self.pending_errors: dict[str, str] = {}  # run id -> why its kept outputs cannot be written yet
 
     @staticmethod
     def _oom_kills() -> int:
@@ -596,6 +614,40 @@ class Runner:
                                             record["id"], {"state": "interrupted", "status": describe(record)})
             elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
                 path.unlink(missing_ok=True)
+
+    def write_pending(self) -> int:
+        """Outputs kept in the state volume by a run whose runner ended before its notebook could take them
+        (Run.keep_pending): written into the notebook now if it can take them (a side file if its cells are
+        gone), the run's record saying so. Returns how many are still waiting."""
+        left = 0
+        for pending in pending_outputs():
+            run_id = pending.name.removesuffix(PENDING_SUFFIX)
+            if run_id in self.runs:
+                continue
+            try:
+                kept = nbfile.PendingOutputs.from_json(pending.read_text())
+                written = nbfile.write_outputs(kept, paths.RUNS_DIR)
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - a full disk still, or damage: say so, try again later
+                left += 1
+                if self.pending_errors.get(run_id) != str(exc):
+                    log.warning("run %s: its kept outputs cannot be written yet: %s", run_id, exc)
+                self.pending_errors[run_id] = str(exc)
+                continue
+            pending.unlink(missing_ok=True)
+            self.pending_errors.pop(run_id, None)
+            log.info("run %s: its kept outputs were written into %s", run_id, written)
+            record_path = paths.RUNS_DIR / f"{run_id}.json"
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads(record_path.read_text())
+                record["notes"] = [*(record.get("notes") or []), f"its outputs, kept in the state volume while the "
+                                   f"notebook could not be saved, were written into {written} by the next runner"]
+                record["write_error"] = None
+                if written != record.get("path"):
+                    record["saved_to"] = written
+                paths.write_private(record_path, json.dumps(record, indent=1))
+        return left
 
     async def resume_runs(self) -> None:
         """Runs that a container stop or crash cut short go on in their restored kernels, from the cell
@@ -807,13 +859,17 @@ class Runner:
             loop.add_signal_handler(signum, self.container_stop)
         log.info("ready on %s", paths.RUNNER_SOCKET)
         await self.resume_runs()
-        last_tidy = time.monotonic()
+        pending = await asyncio.to_thread(self.write_pending)
+        last_tidy = last_pending = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
             if self.stopping.is_set():
                 break
-            if not self.runs and time.monotonic() - self.last_request > IDLE_EXIT:
+            if pending and time.monotonic() - last_pending > SAVE_RETRY:
+                pending = await asyncio.to_thread(self.write_pending)
+                last_pending = time.monotonic()
+            if not self.runs and not pending and time.monotonic() - self.last_request > IDLE_EXIT:
                 log.info("nothing to run for %.0f s: exiting (notebookctl run starts it again)", IDLE_EXIT)
                 break
             if time.monotonic() - last_tidy > 3600:

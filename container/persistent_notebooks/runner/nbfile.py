@@ -12,6 +12,7 @@ disk leaves the old file or the new one, never a truncated one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -199,6 +200,44 @@ def correct_run_metadata(path: Path, run_id: str, fields: dict) -> bool:
     except (Changed, OSError):
         return False
     return True
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingOutputs:
+    """A run's outputs its notebook could not take yet (a full disk), kept in the state volume for the next runner."""
+
+    run_id: str
+    notebook: str  # as the run names it, relative to the workspace
+    path: str  # where the run was writing: the notebook, or its side file
+    results: dict  # cell id -> the cell's outputs and count (CellOutputs.result())
+    metadata: dict  # the run, as the notebook's metadata records it
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PendingOutputs:
+        return cls(**json.loads(text))
+
+
+def write_outputs(kept: PendingOutputs, fallback_dir: Path) -> str:
+    """Merge kept outputs into the file as it is now (a side file, from the file, if their cells left it, or if
+    the file is gone); the path written. Raises OSError while the disk still refuses them."""
+    import nbformat
+
+    path, gone = Path(kept.path), False
+    try:
+        current = parse(path.read_text(), kept.notebook)
+    except FileNotFoundError:  # gone meanwhile: the outputs alone, in a side file
+        current = {"cells": [{"cell_type": "code", "id": cid, "metadata": {}, "source": "", "outputs": [],
+                              "execution_count": None} for cid in kept.results],
+                   "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        gone = True
+    merged, missing = merge(current, kept.results, kept.metadata)
+    target = side_file(path, kept.run_id, fallback_dir) if missing or gone else path
+    text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
+    atomic_write(target, text if text.endswith("\n") else text + "\n")
+    return str(target)
 
 
 def side_file(path: Path, run_id: str, fallback_dir: Path) -> Path:

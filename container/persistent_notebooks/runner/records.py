@@ -61,6 +61,8 @@ def resumable(record: dict) -> bool:
     has been started again with its saved variables since."""
     if not record.get("resume") or record.get("resumed_by"):
         return False
+    if record.get("cells_total") and record.get("cells_done", 0) >= record["cells_total"]:
+        return False  # every cell ran: only its outputs were left to write (kept outputs, written on)
     if record.get("state") != "interrupted" and not (record.get("state") in ACTIVE and not runner_alive(record)):
         return False
     kernel = paths.read_record(record.get("kernel_id") or "")
@@ -84,6 +86,15 @@ def all_runs() -> list[dict]:
         runs.append(record)
     runs.sort(key=lambda r: r.get("started") or 0, reverse=True)
     return runs
+
+
+PENDING_SUFFIX = ".pending.json"
+
+
+def pending_outputs() -> list[Path]:
+    """Outputs a run could not write into its notebook (a full disk), kept in the state volume until they are
+    (Run.keep_pending writes them, the runner that finds them after the run's own runner died writes them on)."""
+    return sorted(paths.RUNS_DIR.glob("*" + PENDING_SUFFIX)) if paths.RUNS_DIR.is_dir() else []
 
 
 def read_run(run_id: str) -> dict | None:

@@ -38,7 +38,7 @@ from supervisor import events
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
 from .. import paths, programs, settings, wire
-from ..runner.records import ACTIVE, all_runs
+from ..runner.records import ACTIVE, all_runs, pending_outputs
 from .health import write_health
 
 INTERVAL = 5.0  # seconds between probes while all is well
@@ -108,7 +108,8 @@ def probe_runner() -> str | None:
 
 
 def runs_active() -> int:
-    return len([r for r in all_runs() if r["state"] in ACTIVE])
+    """Runs going on, and outputs kept for a notebook that could not take them (the runner writes them on)."""
+    return len([r for r in all_runs() if r["state"] in ACTIVE]) + len(pending_outputs())
 
 
 def session_attached(pid: int) -> bool:
