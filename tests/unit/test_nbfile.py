@@ -200,3 +200,17 @@ def test_one_huge_message_is_cut_without_losing_its_ends():
     cut = int(re.search(r"([\d,]+) characters", notice).group(1).replace(",", ""))
     assert len(head) + cut + len(tail) == 6 + 30_000_000 + 4, "every character is kept or counted as cut"
     assert len(head) == nbfile.STREAM_HEAD and len(tail) == nbfile.STREAM_TAIL
+
+
+def test_a_skeleton_keeps_every_cell_but_no_outputs():
+    """What a run keeps of a file between writes: every cell, source and id, and no code cell's outputs (a
+    notebook of images is not held whole); the notebook given is left as it was."""
+    nb = {"cells": [{"cell_type": "code", "id": "a", "source": "x", "outputs": [{"output_type": "display_data",
+                                                                                  "data": {"image/png": "iVBO" * 9}}],
+                     "execution_count": 3, "metadata": {}},
+                    {"cell_type": "markdown", "id": "b", "source": "# t", "metadata": {}}],
+          "metadata": {"k": 1}, "nbformat": 4, "nbformat_minor": 5}
+    bare = nbfile.skeleton(nb)
+    assert [c["id"] for c in bare["cells"]] == ["a", "b"] and bare["cells"][0]["outputs"] == []
+    assert bare["cells"][0]["source"] == "x" and bare["metadata"] == {"k": 1}
+    assert nb["cells"][0]["outputs"], "the notebook given was changed"

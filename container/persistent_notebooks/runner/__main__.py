@@ -146,8 +146,11 @@ class Run:
         self.runner = runner
         self.path = path
         self.target = path  # where outputs go: the notebook, or a side file once it is gone
-        self.base = nb  # the last content read or written, the merge base for a side file
-        self.planned = json.dumps(nb)  # the notebook the run started from: a side file's base, ids unchanged
+        # What is kept of the file between writes is its skeleton (no outputs: a notebook of images is not held
+        # whole while the run goes on): the last content read or written, the merge base for a side file; and
+        # the notebook the run started from, a side copy's base, ids unchanged.
+        self.base = nbfile.skeleton(nb)
+        self.planned = json.dumps(self.base)
         self.side_copy: Path | None = None  # where all outputs also go once cells of the run left the file
         self.cells = cells
         self.keep_going = keep_going
@@ -160,7 +163,7 @@ class Run:
         self.last_record = 0.0
         self.write_error: str | None = None
         self.aborted = 0  # cells of this run the kernel dropped (another client's error) and that were sent again
-        self.cells_seen: tuple | None = None  # (the file's inode, size and time; cell id -> (number, cell))
+        self.cells_seen: tuple | None = None  # (the file's inode, size and time; cell id -> (number, its code or None))
         self.id = secrets.token_hex(4)
         self.pending = paths.RUNS_DIR / f"{self.id}{PENDING_SUFFIX}"  # outputs the notebook could not take yet
         self.kernel_record: dict | None = None
@@ -262,7 +265,7 @@ class Run:
                 nbfile.atomic_write(self.target, text, unchanged)
             except nbfile.Changed:
                 continue  # saved by someone else meanwhile: merge into that instead
-            self.base = merged
+            self.base = nbfile.skeleton(merged)
             return len(text)
         raise OSError("the notebook kept changing while the run tried to save it")
 
@@ -338,15 +341,16 @@ class Run:
             nb = await asyncio.to_thread(self._read_current)
             if nb is None:
                 return cell["source"], cell["number"]  # the next write says where the outputs go instead
-            self.cells_seen = (key, {c.get("id"): (number, c) for number, c in enumerate(nb["cells"], 1)})
-        number, found = self.cells_seen[1].get(cell["id"], (cell["number"], None))
-        if found is None:
+            self.cells_seen = (key, {c.get("id"): (number, nbfile.source(c) if c.get("cell_type") == "code" else None)
+                                     for number, c in enumerate(nb["cells"], 1)})
+        if cell["id"] not in self.cells_seen[1]:
             if not any(planned["id"] in self.cells_seen[1] for planned in self.cells):
                 # None of the run's cells is there: another version replaced the notebook (ids changed, a
                 # symlink swapped in). The run goes on as planned; its outputs go to a side file too.
                 return cell["source"], cell["number"]
             return None, cell["number"]
-        return (nbfile.source(found) if found.get("cell_type") == "code" else None), number
+        number, code = self.cells_seen[1][cell["id"]]
+        return code, number
 
     # --- executing ------------------------------------------------------------------------------
 

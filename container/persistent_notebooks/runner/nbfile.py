@@ -56,6 +56,11 @@ def source(cell: dict) -> str:
     return "".join(text) if isinstance(text, list) else str(text)
 
 
+def skeleton(nb: dict) -> dict:
+    """The notebook without its code cells' outputs: what a run keeps of a file between writes."""
+    return {**nb, "cells": [{**c, "outputs": []} if c.get("cell_type") == "code" else c for c in nb["cells"]]}
+
+
 def ensure_ids(nb: dict) -> bool:
     """Give every cell an id (nbformat 4.5), as Jupyter does when it saves; True if anything changed."""
     changed = False
