@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import docker  # noqa: E402
 import kernel_state  # noqa: E402
 from kernelclient import KernelConnection, api, start_kernel  # noqa: E402
-from stack import REPO, Stack, free_port, http_get, wait_for  # noqa: E402
+from stack import REPO, SUPERVISORCTL, Stack, free_port, http_get, wait_for  # noqa: E402
 
 MIB = 2**20
 FLOOR_ARGS = ["server", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8888", "--ServerApp.port_retries=0",
@@ -761,9 +761,21 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
     run_notebook(stack, "bench-print.ipynb")
     status = stack.exec("cat", f"/proc/{stack.program_pid('notebook-runner')}/status").stdout
     runner_peak = next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    # The runner's peak memory for a notebook of images: each cell displays a PNG over the one saved before.
+    images_mb = 10 if seconds < 10 else 100
+    png = ("import base64, IPython.display as d\n"
+           "d.display(d.Image(data=base64.b64decode('iVBORw0KGgo=') + bytes(2 << 20), format='png'))")
+    write_notebook(workspace, "bench-images.ipynb", [png] * (images_mb // 2))
+    run_notebook(stack, "bench-images.ipynb")  # now the file holds the images: the measured run replaces them
+    stack.exec(*SUPERVISORCTL, "restart", "notebook-runner")  # its peak memory from zero
+    run_notebook(stack, "bench-images.ipynb")
+    status = stack.exec("cat", f"/proc/{stack.program_pid('notebook-runner')}/status").stdout
+    images_peak = next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    images_file_mb = (workspace / "bench-images.ipynb").stat().st_size / MIB
     conflicts = save_conflicts(stack, token, workspace, 100 if seconds < 10 else 1000)
     return {"per_cell_s": summary(per_cell), "websocket_per_cell_s": summary(websocket),
             "per_cell_by_size_s": by_size, "runner_peak_mib": {"printed_mb": printed_mb, "peak": runner_peak},
+            "images_runner_peak_mib": {"file_mib": images_file_mb, "peak": images_peak},
             "save_conflicts": conflicts,
             "overhead_per_cell_s": statistics.median(per_cell) - statistics.median(websocket),
             "output_to_file_s": summary(latency),
@@ -782,6 +794,9 @@ def runs_rows(r: dict) -> list[str]:
         + f" | websocket: {1000 * r['websocket_per_cell_s']['median']:.1f} ms | |",
         f"| notebookctl run, the runner's peak memory while a cell prints "
         f"{r['runner_peak_mib']['printed_mb']} MB | {r['runner_peak_mib']['peak']:.0f} MiB | | |",
+        f"| notebookctl run, the runner's peak memory for a notebook of images "
+        f"({r['images_runner_peak_mib']['file_mib']:.0f} MiB), each replaced | "
+        f"{r['images_runner_peak_mib']['peak']:.0f} MiB | | |",
         f"| saves through Jupyter during a run ({r['save_conflicts']['saves_per_s']:.0f}/s): acknowledged "
         f"saves undone | {r['save_conflicts']['undone']} of {r['save_conflicts']['saves']} | | |",
         f"| notebookctl run, a line printed in a long cell -> in the file | {fmt(r['output_to_file_s'])} | | |",
