@@ -47,7 +47,8 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["runs"]["chatty"]["bytes_written"] > 0
     assert set(figures["runs"]["per_cell_by_size_s"]) == {"50", "500"}
     assert figures["runs"]["runner_peak_mib"]["peak"] > 0 and figures["runs"]["save_conflicts"]["saves"] == 100
-    assert figures["runs"]["images_runner_peak_mib"]["file_mib"] >= 10 and figures["runs"]["images_runner_peak_mib"]["peak"]
+    images = figures["runs"]["images_runner_peak_mib"]
+    assert images["file_mib"] >= 10 and images["peak"] > 0
     assert figures["burst"]["stack_connected"]["stream_messages"] > 0 and "lost" in figures["burst"]["floor_away"]
     assert figures["busy_after_kill_s"]["websocket_after_api_s"]["median"] > 0
     assert figures["workspace_scan"]["2000"]["scan_s"] > 0 and figures["keeper_killed"]["loss_announced"]
