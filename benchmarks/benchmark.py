@@ -815,7 +815,11 @@ def save_conflicts(stack: Stack, token: str, workspace: Path, saves: int) -> dic
     acknowledged saves the file showed undone afterwards (read after each acknowledgement)."""
     import threading
 
-    write_notebook(workspace, "bench-saves.ipynb", ["import time\ntime.sleep(0.01)"] * 2000)
+    # One cell printing until told to stop: the run writes the file every second or so for as long as the saves go.
+    stop_file = workspace / "bench-saves.stop"
+    write_notebook(workspace, "bench-saves.ipynb", [
+        f"import os, time\nwhile not os.path.exists('/workspace/{stop_file.name}'):\n    print('x', flush=True)\n"
+        "    time.sleep(0.01)"])
     path = workspace / "bench-saves.ipynb"
     content = json.loads(path.read_text())
     out = stack.exec("notebookctl", "run", "bench-saves.ipynb").stdout
@@ -843,7 +847,10 @@ def save_conflicts(stack: Stack, token: str, workspace: Path, saves: int) -> dic
         stop.set()
         watcher.join()
     took = time.monotonic() - started
-    stack.exec("notebookctl", "run", "--stop", run_id)
+    stop_file.write_text("")
+    wait_for(lambda: next(r for r in json.loads(stack.exec("notebookctl", "runs", "--json").stdout)
+                          if r["id"] == run_id)["state"] == "done", 60, "the saves' run to end")
+    stop_file.unlink()
     return {"saves": saves, "saves_per_s": saves / took, "undone": undone[0], "per_1000": 1000 * undone[0] / saves}
 
 
