@@ -110,7 +110,10 @@ def test_atomic_write_leaves_the_old_file_when_the_disk_is_full(tmp_path, monkey
     path.write_text("old")
     os.chmod(path, 0o640)
     nbfile.atomic_write(path, "new")
-    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+    assert path.read_text() == "new\n" and path.stat().st_mode & 0o777 == 0o640, "not whole, or no final newline"
+    text = "é" * (nbfile.WRITE_SLICE + 7) + "\n"  # across a slice, characters of two bytes
+    nbfile.atomic_write(path, text)
+    assert path.read_text() == text
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -118,7 +121,7 @@ def test_atomic_write_leaves_the_old_file_when_the_disk_is_full(tmp_path, monkey
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(OSError):
         nbfile.atomic_write(path, json.dumps({"big": "x" * 1000}))
-    assert path.read_text() == "new"
+    assert path.read_text() == text
     assert [p.name for p in tmp_path.iterdir()] == ["nb.ipynb"]
 
 

@@ -250,8 +250,6 @@ class Run:
                 self._save_side_copy(results, metadata)
             nbfile.validate(merged)
             text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
-            if not text.endswith("\n"):
-                text += "\n"
             def unchanged(before=before) -> bool:
                 if before is None:
                     return True
@@ -278,7 +276,7 @@ class Run:
         side = self.side_copy or nbfile.side_file(self.path, self.id, paths.RUNS_DIR)
         merged, _ = nbfile.merge(json.loads(self.planned), results, metadata)
         text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
-        nbfile.atomic_write(side, text if text.endswith("\n") else text + "\n")
+        nbfile.atomic_write(side, text)
         self.side_copy = side
 
     async def flush(self, force: bool = False) -> None:
@@ -757,7 +755,7 @@ class Runner:
         if ids_added:
             import nbformat
 
-            nbfile.atomic_write(path, nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT) + "\n")
+            nbfile.atomic_write(path, nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT))
         selection = request.get("cells") or (f"{first}-" if first > 1 else "all")
         run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection,
                   resume=request.get("resume", True) is not False, resumed_from=request.get("resumed_from"))

@@ -137,12 +137,16 @@ class Changed(Exception):
     """The file changed on disk while a write was prepared: merge into the new content instead."""
 
 
+WRITE_SLICE = 1 << 20  # characters encoded and written at a time
+
+
 def atomic_write(path: Path, text: str, unchanged=None) -> None:
     """Replace `path` by a file holding `text`: a temporary file beside it, fsync, rename, fsync of the
     folder. On any error (disk full included) the temporary file is removed and `path` is untouched.
     `unchanged()`, if given, is asked right before the rename (after the slow fsync), so that a save by
-    someone else meanwhile is not overwritten: it raises Changed if it returns False."""
-    data = text.encode()
+    someone else meanwhile is not overwritten: it raises Changed if it returns False. The file ends with a
+    newline, as Jupyter saves notebooks. Encoded and written a slice at a time: a notebook of images is not
+    copied whole twice more (as bytes, and with its newline)."""
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
@@ -151,10 +155,13 @@ def atomic_write(path: Path, text: str, unchanged=None) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for start in range(0, len(text), WRITE_SLICE):
+                view = memoryview(text[start:start + WRITE_SLICE].encode())
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            if not text.endswith("\n"):
+                os.write(fd, b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -201,7 +208,7 @@ def correct_run_metadata(path: Path, run_id: str, fields: dict) -> bool:
             return False
         return (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
     try:
-        atomic_write(path, text if text.endswith("\n") else text + "\n", unchanged)
+        atomic_write(path, text, unchanged)
     except (Changed, OSError):
         return False
     return True
@@ -241,7 +248,7 @@ def write_outputs(kept: PendingOutputs, fallback_dir: Path) -> str:
     merged, missing = merge(current, kept.results, kept.metadata)
     target = side_file(path, kept.run_id, fallback_dir) if missing or gone else path
     text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
-    atomic_write(target, text if text.endswith("\n") else text + "\n")
+    atomic_write(target, text)
     return str(target)
 
 
