@@ -23,6 +23,9 @@ messages it signs), programs (supervisord asked to start a program on demand), e
 environments and .venv folders found as kernels), jupyterapi (the running server's REST API, for
 the CLI and the runner). settings, paths, wire, programs and
 the supervisor subpackage use only the standard library (supervisord's Python has nothing else).
+
+Inside every kernel (from the image's kernel library, whatever the kernel's Python): kernelstate (its
+variables saved and restored across container restarts) and kernelmagic (`%run_on_server`).
 """
 
 __version__ = "1.0.0"
