@@ -142,8 +142,10 @@ def timed_login(hub: Hub, name: str, password: str) -> tuple[bool, float]:
 
 def wrong_login_times(hub: Hub, name: str, rounds: int) -> dict[str, list[float]]:
     """Seconds of wrong logins (8 and 100 bytes) as NAME (an existing user, whose right password is logged in
-    between every four: no lock-out in the measure) and as unknown users, interleaved."""
+    first and then between every four: no lock-out in the measure, whatever failed before) and as unknown
+    users, interleaved."""
     times: dict[str, list[float]] = {"existing": [], "unknown": []}
+    assert timed_login(hub, name, hub.passwords[name])[0], f"{name}'s own password was refused"
     for round_ in range(rounds):
         for password in ("wrong-pw", "w" * 100):
             for kind, who in (("existing", name), ("unknown", f"nobody{round_}x{len(password)}")):

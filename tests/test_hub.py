@@ -191,23 +191,23 @@ def test_wrong_passwords_tell_nothing_and_keep_the_hub_responsive(hub: Hub):
 def test_a_lock_out_holds_one_client_across_a_hub_restart_and_no_one_else(hub: Hub):
     """Five wrong passwords from one new client should refuse that client even the right password, still after a
     hub restart; a browser that logged in as the user before should log in all along."""
-    made = hub.script("user", "add", "dave", "--password-stdin", stdin="dave-secret-42\n")
+    made = hub.script("user", "add", "erin", "--password-stdin", stdin="erin-secret-42\n")
     assert made.returncode == 0, made.stderr
-    assert HubUser(hub.base_url, "dave").login("dave-secret-42"), "dave could not log in"
-    device = HubUser(hub.base_url, "dave")
-    assert device.login("dave-secret-42") and device.session.cookies.get("persistent-hub-device"), \
+    assert HubUser(hub.base_url, "erin").login("erin-secret-42"), "erin could not log in"
+    device = HubUser(hub.base_url, "erin")
+    assert device.login("erin-secret-42") and device.session.cookies.get("persistent-hub-device"), \
         "a login set no device cookie"
-    dave = HubUser(hub.base_url, "dave")  # dave's browser, logged out: only the device cookie kept
-    dave.session.cookies.set("persistent-hub-device", device.session.cookies.get("persistent-hub-device"),
+    erin = HubUser(hub.base_url, "erin")  # erin's browser, logged out: only the device cookie kept
+    erin.session.cookies.set("persistent-hub-device", device.session.cookies.get("persistent-hub-device"),
                              path="/hub/")
     for _ in range(5):
-        assert not timed_login(hub, "dave", "not-daves")[0]
-    assert not timed_login(hub, "dave", "dave-secret-42")[0], "five failures from this client locked nothing"
+        assert not timed_login(hub, "erin", "not-erins")[0]
+    assert not timed_login(hub, "erin", "erin-secret-42")[0], "five failures from this client locked nothing"
     hub.compose("restart", "hub")
     hub.wait_up()
-    assert not timed_login(hub, "dave", "dave-secret-42")[0], "a hub restart forgot the lock-out"
-    assert dave.login("dave-secret-42"), "dave's own browser was locked out by another client's failures"
-    assert hub.script("user", "remove", "dave", "--delete-state").returncode == 0
+    assert not timed_login(hub, "erin", "erin-secret-42")[0], "a hub restart forgot the lock-out"
+    assert erin.login("erin-secret-42"), "erin's own browser was locked out by another client's failures"
+    assert hub.script("user", "remove", "erin", "--delete-state").returncode == 0
 
 
 def test_kernels_survive_restarting_and_recreating_the_hub(hub: Hub, alice: HubUser):
