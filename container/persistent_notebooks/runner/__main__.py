@@ -631,25 +631,38 @@ class Runner:
                 written = nbfile.write_outputs(kept, paths.RUNS_DIR)
             except FileNotFoundError:
                 continue
-            except Exception as exc:  # noqa: BLE001 - a full disk still, or damage: say so, try again later
+            except OSError as exc:  # a full disk still: try again later
                 left += 1
                 if self.pending_errors.get(run_id) != str(exc):
                     log.warning("run %s: its kept outputs cannot be written yet: %s", run_id, exc)
                 self.pending_errors[run_id] = str(exc)
                 continue
+            except Exception as exc:  # noqa: BLE001 - damaged, or not a valid notebook: kept aside, not retried
+                aside = pending.with_name(f"{run_id}.pending-unwritable.json")
+                pending.replace(aside)
+                log.warning("run %s: its kept outputs cannot be written (%s); they stay in %s", run_id, exc, aside)
+                self.note_on(run_id, f"its outputs, kept while the notebook could not be saved, cannot be written "
+                                     f"({exc}); they stay in {aside}")
+                continue
             pending.unlink(missing_ok=True)
             self.pending_errors.pop(run_id, None)
             log.info("run %s: its kept outputs were written into %s", run_id, written)
-            record_path = paths.RUNS_DIR / f"{run_id}.json"
-            with contextlib.suppress(OSError, ValueError):
-                record = json.loads(record_path.read_text())
-                record["notes"] = [*(record.get("notes") or []), f"its outputs, kept in the state volume while the "
-                                   f"notebook could not be saved, were written into {written} by the next runner"]
-                record["write_error"] = None
-                if written != record.get("path"):
-                    record["saved_to"] = written
-                paths.write_private(record_path, json.dumps(record, indent=1))
+            self.note_on(run_id, f"its outputs, kept in the state volume while the notebook could not be saved, "
+                                 f"were written into {written} by the next runner", saved_to=written)
         return left
+
+    @staticmethod
+    def note_on(run_id: str, text: str, saved_to: str | None = None) -> None:
+        """A note in the record of a run of another runner (its outputs' fate)."""
+        record_path = paths.RUNS_DIR / f"{run_id}.json"
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(record_path.read_text())
+            record["notes"] = [*(record.get("notes") or []), text]
+            if saved_to is not None:
+                record["write_error"] = None
+                if saved_to != record.get("path"):
+                    record["saved_to"] = saved_to
+            paths.write_private(record_path, json.dumps(record, indent=1))
 
     async def resume_runs(self) -> None:
         """Runs that a container stop or crash cut short go on in their restored kernels, from the cell

@@ -234,7 +234,8 @@ class PendingOutputs:
 
 def write_outputs(kept: PendingOutputs, fallback_dir: Path) -> str:
     """Merge kept outputs into the file as it is now (a side file, from the file, if their cells left it, or if
-    the file is gone); the path written. Raises OSError while the disk still refuses them."""
+    the file is gone); the path written. Raises OSError while the disk still refuses them, and nbformat's
+    error if the result would not be a valid notebook."""
     import nbformat
 
     path, gone = Path(kept.path), False
@@ -246,6 +247,7 @@ def write_outputs(kept: PendingOutputs, fallback_dir: Path) -> str:
                    "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
         gone = True
     merged, missing = merge(current, kept.results, kept.metadata)
+    validate(merged)
     target = side_file(path, kept.run_id, fallback_dir) if missing or gone else path
     text = nbformat.writes(nbformat.from_dict(merged), version=nbformat.NO_CONVERT)
     atomic_write(target, text)
