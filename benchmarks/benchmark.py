@@ -635,11 +635,23 @@ def run(args: argparse.Namespace) -> dict:
         progress("kernels: 200 MB held, against /proc/PID/smaps_rollup")
         kernel_id = start_kernel(stack.base_url, token)
         with KernelConnection(stack.base_url, token, kernel_id) as kernel:
+            executed = time.time()
             kernel.execute("held = b'x' * (200 * 2**20)")
+
+            def listed() -> dict:
+                listing = json.loads(stack.exec("notebookctl", "kernels", "--json").stdout)
+                return next(r for r in listing["kernels"] if r["id"] == kernel_id)
+
+            # the checkpoint after the cell forks the kernel; while that child lives, the two share the
+            # 200 MB and each one's PSS is half of it: measure once it has saved and gone
+            wait_for(lambda: (listed().get("checkpoint") or {}).get("at", 0) >= executed, 120,
+                     "the kernel's checkpoint after the cell")
+            pid = listed()["pid"]
+            wait_for(lambda: not stack.exec("cat", f"/proc/{pid}/task/{pid}/children").stdout.strip(), 60,
+                     "the kernel's checkpoint child to exit")
             started = time.monotonic()
-            listing = json.loads(stack.exec("notebookctl", "kernels", "--json").stdout)
+            row = listed()
             took = time.monotonic() - started
-        row = next(r for r in listing["kernels"] if r["id"] == kernel_id)
         rollup = stack.exec("cat", f"/proc/{row['pid']}/smaps_rollup").stdout
         kib = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
         results["kernels_list"] = {"pss_mib": row["pss"] / 2**20, "rss_mib": row["rss"] / 2**20,
