@@ -169,13 +169,32 @@ def reconnects(base_url: str, token: str, kernel_id: str, tries: int) -> list[fl
     return times
 
 
-def throughput(base_url: str, token: str, kernel_id: str, seconds: float) -> float:
+def throughput(base_url: str, token: str, kernel_id: str, seconds: float, cell_id: str | None = None) -> float:
+    """Trivial cells one after the other over one websocket, per second; with cell_id, each names its cell as
+    JupyterLab's do (metadata.cellId), so that the server hands it to the runner before the kernel has it."""
     with KernelConnection(base_url, token, kernel_id) as connection:
         count, started = 0, time.monotonic()
         while time.monotonic() - started < seconds:
-            connection.execute("pass")
+            connection.execute("pass", cell_id)
             count += 1
         return count / (time.monotonic() - started)
+
+
+def lab_throughput(base_url: str, token: str, seconds: float) -> float:
+    """throughput() of JupyterLab-shaped cells in the kernel of a notebook's session (followed by the runner)."""
+    cell = {"cell_type": "code", "id": "bench-cell", "metadata": {}, "source": "pass", "outputs": [],
+            "execution_count": None}
+    api(base_url, token, "/api/contents/bench-lab.ipynb", "PUT", {"type": "notebook", "format": "json", "content": {
+        "cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}})
+    session = api(base_url, token, "/api/sessions", "POST", {"path": "bench-lab.ipynb", "type": "notebook",
+                                                              "name": "bench-lab.ipynb", "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    with KernelConnection(base_url, token, kernel_id, timeout=120) as connection:
+        connection.execute("1", "bench-cell")  # the kernel up, and the runner started and following it
+    rate = throughput(base_url, token, kernel_id, seconds, "bench-cell")
+    api(base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+    api(base_url, token, "/api/contents/bench-lab.ipynb", "DELETE")
+    return rate
 
 
 JUPYTER_HEAL = r"""
@@ -542,6 +561,8 @@ def run(args: argparse.Namespace) -> dict:
         progress(f"throughput {seconds} s, stack and floor")
         stack_rate = throughput(stack.base_url, token, kernel_ids[0], seconds)
         floor_rate = throughput(floor.base_url, floor.token, floor_kernel, seconds)
+        progress(f"throughput {seconds} s, JupyterLab-shaped cells (handed to the runner)")
+        lab_rate = lab_throughput(stack.base_url, token, seconds)
         progress(f"throughput {seconds} s, stack without output kept while away (NOTEBOOK_AWAY_BUFFER=0)")
         plain = Stack(workspace, image, env_file, HOST_UID=uid, HOST_GID=uid, TMUX_SESSION="bench",
                       NOTEBOOK_AWAY_BUFFER="0")
@@ -552,7 +573,8 @@ def run(args: argparse.Namespace) -> dict:
         plain_rate = throughput(plain.base_url, plain_token, ready_kernel(plain.base_url, plain_token), seconds)
         plain.down()
         results["throughput_exec_per_s"] = {"stack": stack_rate, "floor": floor_rate, "ratio": stack_rate / floor_rate,
-                                            "stack_without_away": plain_rate, "away_ratio": stack_rate / plain_rate}
+                                            "stack_without_away": plain_rate, "away_ratio": stack_rate / plain_rate,
+                                            "jupyterlab_cells": lab_rate, "jupyterlab_ratio": lab_rate / stack_rate}
 
         # 3b. output kept while away: replay of 10,000 lines, one message each
         lines = 1000 if args.quick else 10_000
@@ -905,6 +927,9 @@ def table(r: dict) -> str:
         f"{r['reconnect_s']['ratio']:.2f} |",
         f"| executions per second, one websocket | {r['throughput_exec_per_s']['stack']:.0f} | "
         f"{r['throughput_exec_per_s']['floor']:.0f} | {r['throughput_exec_per_s']['ratio']:.2f} |",
+        f"| executions per second, JupyterLab's cells (each handed to the runner first) | "
+        f"{r['throughput_exec_per_s']['jupyterlab_cells']:.0f} | | with / without "
+        f"{r['throughput_exec_per_s']['jupyterlab_ratio']:.2f} |",
         f"| executions per second, output kept while away off (NOTEBOOK_AWAY_BUFFER=0) | "
         f"{r['throughput_exec_per_s']['stack_without_away']:.0f} | | with / without "
         f"{r['throughput_exec_per_s']['away_ratio']:.2f} |",

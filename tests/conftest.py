@@ -161,20 +161,33 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browsers(tmp_path):
+    """Start headless Chromium sessions (each with a profile of its own); all quit at the end."""
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.fail("chromium and chromedriver are needed: scripts/test installs them (Debian's chromium, "
                     "chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    started = []
+
+    def start():
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                         "--disable-gpu", f"--user-data-dir={tmp_path / f'profile-{len(started)}'}"):
+            options.add_argument(argument)
+        started.append(webdriver.Chrome(service=Service(CHROMEDRIVER), options=options))
+        return started[-1]
+
     try:
-        yield driver
+        yield start
     finally:
-        driver.quit()
+        for driver in started:
+            with contextlib.suppress(WebDriverException):
+                driver.quit()
+
+
+@pytest.fixture
+def browser(browsers):
+    return browsers()
 
 
 @contextlib.contextmanager

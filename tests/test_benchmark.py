@@ -37,6 +37,7 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert "watchdog" not in figures["memory"]["processes"], "the watchdog is a thread of supervisord"
     assert figures["throughput_exec_per_s"]["stack"] > 0 and figures["throughput_exec_per_s"]["floor"] > 0
     assert figures["throughput_exec_per_s"]["stack_without_away"] > 0
+    assert figures["throughput_exec_per_s"]["jupyterlab_cells"] > 0
     assert figures["away"]["replay_s"]["median"] > 0 and figures["kernels_back_after_kill_s"]["1"]["median"] > 0
     assert figures["tmux_save"]["saver_cpu_ms"]["median"] > 0 and figures["tmux_save"]["restore_session_s"] > 0
     assert figures["image"]["total_mb"] > figures["image"]["python venv_mb"] > 0

@@ -6,8 +6,10 @@ where missing). On failure a screenshot of the page is kept; its path is in the 
 
 from __future__ import annotations
 
+import json
 import re
 
+import pytest
 from conftest import css, screenshot_on_failure
 from kernelclient import api
 from selenium import webdriver
@@ -114,3 +116,91 @@ def test_jupyterlab_keeps_a_running_kernel_through_a_jupyter_crash(stack: Stack,
         browser.get("about:blank")
         api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
         (stack.workspace / session["path"]).unlink(missing_ok=True)
+
+
+RUN_ALL_CELLS = [
+    "kept = 6 * 7\nprint('cell 1 ran')",
+    "print('cell 2 ran', kept)",
+    "import time\nfor i in range(20):\n    print('cell 3 line', i, flush=True)\n    time.sleep(1)",
+    "print('cell 4 ran', kept)",
+    "print('cell 5 ran')",
+]
+
+
+def run_menu(driver, item: str) -> None:
+    """Run > ITEM from JupyterLab's menu bar, clicked as a user would."""
+    menu = wait_for(lambda: [m for m in css(driver, ".lm-MenuBar-itemLabel") if m.text == "Run"], 30, "the Run menu")
+    menu[0].click()
+    entry = wait_for(lambda: [e for e in css(driver, ".lm-Menu-itemLabel") if e.text == item], 10, f"Run > {item}")
+    entry[0].click()
+
+
+def file_outputs(path) -> list[str]:
+    """Each cell's output text, as the notebook file on disk holds it."""
+    nb = json.loads(path.read_text())
+    return ["".join("".join(o.get("text") or "") for o in c.get("outputs") or []) for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("ending", ["browser closed", "jupyter killed, browser closed"])
+def test_run_all_goes_on_with_the_browser_closed_and_lands_in_the_file(stack: Stack, browsers, tmp_path, ending):
+    """JupyterLab's Run All, the browser closed while cell 3 of 5 runs (and Jupyter killed first): every cell runs in
+    the notebook's kernel, each one's output lands in the file once, and a new browser session shows them. While
+    the page was connected nothing was written (it saves them itself, without a question about a changed file)."""
+    token = stack.token()
+    name = f"run-all-{ending.split()[0]}.ipynb"
+    path = stack.workspace / name
+    cells = [{"cell_type": "code", "id": f"cell-{i}", "metadata": {}, "source": code, "outputs": [],
+              "execution_count": None} for i, code in enumerate(RUN_ALL_CELLS, 1)]
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}, indent=1))
+    written = path.read_text()
+    # ?reset: this notebook alone, not the tabs an earlier test left in JupyterLab's saved workspace
+    notebook_url = stack.url().replace("/?token=", f"/lab/tree/{name}?reset&token=")
+    try:
+        first = browsers()
+        with screenshot_on_failure(first, tmp_path / "run-all.png"):
+            first.get(notebook_url)
+            wait_for(lambda: len(css(first, ".jp-Notebook .jp-Cell")) == 5, 90, "the notebook's five cells")
+            wait_for(lambda: [s for s in api(stack.base_url, token, "/api/sessions") if s["path"] == name
+                              and s["kernel"]["execution_state"] == "idle"], 60, "the notebook's kernel, idle")
+            run_menu(first, "Run All Cells")
+            wait_for(lambda: highest_line(cell_output(first, 2)) >= 2, 60, "cell 3 printing in the page")
+            assert "cell 2 ran 42" in cell_output(first, 1)
+            assert path.read_text() == written, "the file was written while the page that ran the cells was there"
+            if ending.startswith("jupyter killed"):
+                stack.kill_jupyter()
+        first.quit()
+
+        def all_in_file() -> bool:
+            outputs = file_outputs(path)
+            return "cell 5 ran" in outputs[4] and "cell 3 line 19" in outputs[2]
+
+        try:
+            wait_for(all_in_file, 60, "every cell's output in the notebook file")
+        except AssertionError as exc:
+            runs = stack.exec("notebookctl", "runs", check=False).stdout
+            raise AssertionError(f"{exc}; the file holds {file_outputs(path)}; notebookctl runs:\n{runs}") from None
+        outputs = file_outputs(path)
+        assert outputs[0] == "cell 1 ran\n" and outputs[1] == "cell 2 ran 42\n", outputs
+        assert outputs[2] == "".join(f"cell 3 line {i}\n" for i in range(20)), outputs[2]
+        assert outputs[3] == "cell 4 ran 42\n" and outputs[4] == "cell 5 ran\n", outputs
+        counts = [c.get("execution_count") for c in json.loads(path.read_text())["cells"]]
+        assert None not in counts and counts == sorted(counts), f"execution counts in the file: {counts}"
+
+        stack.wait_api(token, 60)
+        second = browsers()
+        with screenshot_on_failure(second, tmp_path / "run-all-again.png"):
+            second.get(notebook_url)
+            wait_for(lambda: "cell 5 ran" in cell_output(second, 4), 60, "the outputs in a new browser session")
+            assert "cell 3 line 19" in cell_output(second, 2) and "cell 1 ran" in cell_output(second, 0)
+            second.get("about:blank")
+    finally:
+        for session in api(stack.base_url, token, "/api/sessions"):
+            if session["path"] == name:
+                api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+        path.unlink(missing_ok=True)
+
+
+def highest_line(text: str) -> int:
+    found = [int(n) for n in re.findall(r"^cell 3 line (\d+)$", text, re.MULTILINE)]
+    return max(found, default=-1)

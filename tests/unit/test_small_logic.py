@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from persistent_notebooks import environments
+from persistent_notebooks.server import follow
 from persistent_notebooks.server.logfilter import MASK, MaskToken
 from persistent_notebooks.supervisor import health
 
@@ -120,3 +121,23 @@ def test_asking_supervisord_leaves_no_socket_open(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+EXECUTE = {"msg_type": "execute_request", "msg_id": "m1"}
+
+
+@pytest.mark.parametrize(("header", "metadata", "content", "followed"), [
+    (EXECUTE, {"cellId": "0d5f3c2e-8a1b-4c6d-9e7f-123456789abc"}, {"code": "x = 1"}, True),  # JupyterLab's cell id
+    (EXECUTE, {"cellId": "vscode-notebook-cell://dev-container%2B1/workspace/a.ipynb#W0sZmlsZQ%3D%3D"},
+     {"code": "x = 1"}, False),  # VSCode's: a URI, and the notebook is VSCode's own to save
+    (EXECUTE, {}, {"code": "x = 1"}, False),  # a console, or a client that names no cell
+    (EXECUTE, {"cellId": "c1"}, {"code": "x = 1", "silent": True}, False),  # a frontend's own silent request
+    ({"msg_type": "comm_msg", "msg_id": "m2"}, {"cellId": "c1"}, {}, False),
+])
+def test_only_jupyterlabs_cells_are_handed_to_the_runner(header, metadata, content, followed):
+    """The server should hand the runner JupyterLab's notebook cells, and nothing VSCode or a console sends."""
+    cell = follow.lab_cell("k1", "client-1", header, metadata, content)
+    assert (cell is not None) == followed
+    if followed:
+        assert (cell.kernel, cell.client, cell.msg_id, cell.cell_id, cell.code) == \
+            ("k1", "client-1", "m1", metadata["cellId"], "x = 1")

@@ -26,6 +26,7 @@ import secrets
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("NBFORMAT_VALIDATOR", "fastjsonschema")
@@ -48,6 +49,10 @@ WRITE_BANDWIDTH = 2 * 2**20  # a big notebook is rewritten at most at this many 
 RECORD_INTERVAL = 1.0
 ABORTED_RESENDS = 3  # times a run's cell the kernel dropped after another client's error is sent again
 SAVE_RETRY = 2.0  # seconds between tries to save a finished run's outputs that could not be written
+PAGE_CHECK = 2.0  # seconds between checks that the page which sent followed cells is still connected
+FOLLOW_LINGER = 30.0  # seconds a follow goes on after its last cell ended, for the next cells of the page
+HANDOVER_GRACE = 150.0  # seconds a connected page has to save the outputs itself (JupyterLab autosaves every 120)
+FOLLOW_READY_TIMEOUT = 10.0
 
 
 class RunError(Exception):
@@ -284,7 +289,7 @@ class Run:
             return
         if not force and time.monotonic() - self.last_write < self.write_interval:
             return
-        results = {cid: out.result() for cid, out in self.results.items()}
+        results = self.results_now()
         started = time.monotonic()
         changed, self.dirty = self.dirty, False
         target, size = self.target, 0
@@ -315,6 +320,10 @@ class Run:
         cost = time.monotonic() - started
         self.last_write = time.monotonic()
         self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
+
+    def results_now(self) -> dict[str, dict]:
+        """What goes into the file: cell id -> its outputs and count."""
+        return {cid: out.result() for cid, out in self.results.items()}
 
     def keep_pending(self, results: dict[str, dict]) -> None:
         """The outputs the notebook could not take, in the state volume (as the notebook would hold them: each
@@ -522,6 +531,164 @@ class Run:
         self.stop_reason = self.stop_reason or reason
 
 
+@dataclass
+class FollowedCell:
+    """One execute request JupyterLab sent the kernel (server.follow.SentCell), and whether it has run."""
+
+    msg_id: str
+    cell_id: str
+    source: str
+    done: bool = False
+
+
+class FollowRun(Run):
+    """The cells a JupyterLab page sent one kernel of one notebook, followed on the kernel's IOPub.
+
+    The kernel holds their queue (JupyterLab sends every cell of Run All at once), so they run with the page
+    closed and through a kill -9 of Jupyter; this collects their outputs. While the page that sent them is
+    connected it shows and saves them itself, and a write here would only make its next save ask about a file
+    changed on disk: the outputs go into the file once that page is gone (closed, Jupyter killed), or if it has
+    not saved them HANDOVER_GRACE seconds after its cells ended."""
+
+    def __init__(self, runner: Runner, path: Path, rel: str, nb: dict, kernel_id: str, kernel_name: str) -> None:
+        super().__init__(runner, path, rel, nb, [], kernel_id, kernel_name, keep_going=True,
+                         selection="cells sent by JupyterLab", resume=False)
+        self.sent: dict[str, FollowedCell] = {}  # msg_id -> cell, in the order the kernel runs them
+        self.sources: dict[str, str] = {}  # cell id -> the code of its last execution
+        self.clients: set[str] = set()  # the pages (kernel client ids) that sent them
+        self.page_connected = True
+        self.last_activity = time.monotonic()
+        self.ended_at: float | None = None  # when the last followed cell ended
+        self.channels: KernelChannels | None = None
+        self.following = asyncio.Event()
+
+    def metadata(self) -> None:
+        return None  # the notebook's metadata says nothing: JupyterLab ran these cells, as ever
+
+    def _save_side_copy(self, results: dict[str, dict], metadata: dict) -> None:
+        """A cell not in the file is one the page has not saved yet: the page holds it and its outputs."""
+
+    def results_now(self) -> dict[str, dict]:
+        return {cid: {**out.result(), "source": self.sources[cid]} for cid, out in self.results.items()}
+
+    async def add(self, msg_id: str, cell_id: str, source: str, client: str) -> None:
+        """Follow one more execute request; returns once its output cannot be missed (before the kernel has it)."""
+        await asyncio.wait_for(self.following.wait(), FOLLOW_READY_TIMEOUT)
+        if self.stop_reason:
+            raise RunError(f"following kernel {self.record['kernel_id'][:8]} ended: {self.record.get('error')}")
+        self.channels.expected.add(msg_id)
+        self.sent[msg_id] = FollowedCell(msg_id, cell_id, source)
+        self.clients.add(client)
+        self.ended_at = None
+        self.last_activity = time.monotonic()
+        self.record["cells_total"] = len(self.sent)
+        self.save_record(force=False)
+
+    def writing_due(self) -> bool:
+        if self.stop_reason or not self.page_connected:
+            return True
+        return self.ended_at is not None and time.monotonic() - self.ended_at > HANDOVER_GRACE
+
+    async def flush(self, force: bool = False) -> None:
+        if self.writing_due():
+            await super().flush(force)
+
+    def page_still_connected(self) -> bool:
+        try:
+            model = jupyterapi.api("GET", f"/api/kernels/{self.record['kernel_id']}", timeout=5) or {}
+        except jupyterapi.ApiError:
+            return False  # Jupyter is down (killed, restarting): the page sees nothing now
+        return bool(set(model.get("clients") or []) & self.clients)
+
+    def file_holds_outputs(self) -> bool:
+        """The page saved the followed cells' outputs itself: each cell's count in the file is the one it ran with."""
+        nb = self._read_current()
+        if nb is None:
+            return False
+        counts = {c.get("id"): c.get("execution_count") for c in nb["cells"]}
+        return all(counts.get(cid, out.execution_count) == out.execution_count for cid, out in self.results.items())
+
+    def on_iopub(self, msg: dict) -> None:
+        cell = self.sent.get(msg["parent_header"].get("msg_id"))
+        if cell is None:
+            return
+        self.last_activity = time.monotonic()
+        msg_type = msg["header"]["msg_type"]
+        if msg_type == "status":
+            state = msg["content"].get("execution_state")
+            if state == "busy":
+                for earlier in self.sent.values():  # the kernel runs requests in order: those before are over
+                    if earlier is cell:
+                        break
+                    earlier.done = True
+                self.record["cell"] = cell.cell_id[:8]
+                self.set_state("running")
+            elif state == "idle":
+                cell.done = True
+                self.record["cells_done"] = sum(c.done for c in self.sent.values())
+                if all(c.done for c in self.sent.values()):
+                    self.ended_at = time.monotonic()
+            return
+        if msg_type == "execute_input" or cell.cell_id not in self.results:  # a new execution replaces the last
+            self.results[cell.cell_id] = nbfile.CellOutputs(self.displays)
+            self.sources[cell.cell_id] = cell.source
+        if self.results[cell.cell_id].add(msg_type, msg["content"]):
+            self.dirty = True
+
+    async def main(self) -> None:
+        try:
+            kid = self.record["kernel_id"]
+            record = paths.read_record(kid)
+            if record is None or not paths.kernel_alive(record):
+                raise RunError(f"kernel {kid} has no live record in the state volume")
+            self.kernel_record = record
+            self.channels = KernelChannels(record, self.runner.context)
+            await self.channels.ready(self.kernel_alive)
+            self.following.set()
+            await self.follow()
+        except RunError as exc:
+            self.set_state("failed", error=str(exc), ended=time.time())
+        except Exception as exc:  # noqa: BLE001 - a bug must end this follow, recorded, not the runner
+            log.exception("follow %s failed", self.id)
+            self.set_state("failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
+        finally:
+            self.stop_reason = self.stop_reason or "ended"  # no more cells join; what is held is written
+            self.following.set()
+            if self.channels is not None:
+                self.channels.close()
+            if self.dirty:
+                await self.flush(force=True)
+            await self.save_until_saved()
+            self.save_record()
+            self.runner.finished(self)
+
+    async def follow(self) -> None:
+        last_check = 0.0
+        while not self.stop_reason:
+            try:
+                channel, msg = await asyncio.wait_for(self.channels.queue.get(), TICK)
+            except TimeoutError:
+                channel = msg = None
+            if channel == "iopub":
+                self.on_iopub(msg)
+                continue
+            now = time.monotonic()
+            if now - last_check >= PAGE_CHECK:
+                last_check = now
+                if not self.kernel_alive():  # restarted or ended: its queue went with it
+                    self.note("the kernel restarted or ended: the cells it had not run yet were dropped")
+                    break
+                self.page_connected = await asyncio.to_thread(self.page_still_connected)
+                if self.dirty and self.page_connected and self.ended_at is not None \
+                        and await asyncio.to_thread(self.file_holds_outputs):
+                    self.dirty = False  # the page saved them
+            await self.flush()
+            self.save_record(force=False)
+            if self.ended_at is not None and not self.dirty and now - self.last_activity > FOLLOW_LINGER:
+                break
+        self.set_state("done", ended=time.time())
+
+
 # --- the program -----------------------------------------------------------------------------------
 
 def resolve_notebook(text: str) -> tuple[Path, str]:
@@ -575,6 +742,8 @@ class Runner:
         self.oom_kills = self._oom_kills()
         self.kernel_note: str | None = None  # said by kernel_for about its choice, noted in the run
         self.pending_errors: dict[str, str] = {}  # run id -> why its kept outputs cannot be written yet
+        self.follows: dict[str, FollowRun] = {}  # kernel id -> the cells JupyterLab sent it, followed
+        self.follow_lock = asyncio.Lock()
 
     @staticmethod
     def _oom_kills() -> int:
@@ -593,6 +762,8 @@ class Runner:
 
     def finished(self, run: Run) -> None:
         self.runs.pop(run.id, None)
+        if self.follows.get(run.record["kernel_id"]) is run:
+            del self.follows[run.record["kernel_id"]]
         self.last_request = time.monotonic()
 
     # --- records --------------------------------------------------------------------------------
@@ -713,6 +884,9 @@ class Runner:
         if op == "start":
             run = await self.start(request)
             return {"ok": True, "run": run.record}
+        if op == "follow":
+            run = await self.follow(request)
+            return {"ok": True, "run": run.id}
         raise RunError(f"unknown request {op!r}")
 
     def find(self, target: str) -> Run:
@@ -778,6 +952,41 @@ class Runner:
         run.task = asyncio.ensure_future(run.main())
         log.info("run %s: %s, %d cells, kernel %s (%s)", run.id, rel, len(cells), kernel_id, kernel_name)
         return run
+
+    async def follow(self, request: dict) -> FollowRun:
+        """A cell JupyterLab is sending to a kernel (the server asks, and forwards it once answered): followed
+        with the others that page sent the kernel, for the notebook of the kernel's session."""
+        if self.stopping.is_set():
+            raise RunError("the container is stopping")
+        kernel_id = request["kernel"]
+        for attempt in range(2):
+            run = await self._follow_of(kernel_id)
+            try:
+                await run.add(request["msg_id"], request["cell_id"], request["code"], request["client"])
+                return run
+            except RunError:
+                if attempt or not run.record.get("state") == "done":
+                    raise  # (a follow that ended just now, after its linger, is replaced once)
+        raise AssertionError("unreachable")
+
+    async def _follow_of(self, kernel_id: str) -> FollowRun:
+        async with self.follow_lock:
+            run = self.follows.get(kernel_id)
+            if run is None or run.stop_reason or run.task.done():
+                record = paths.read_record(kernel_id)
+                if record is None:
+                    raise RunError(f"no running kernel {kernel_id[:8]}")
+                path, rel = resolve_notebook(await asyncio.to_thread(self.notebook_of_kernel, kernel_id))
+                try:
+                    nb = nbfile.parse(await asyncio.to_thread(path.read_text), rel)
+                except (OSError, UnicodeDecodeError, nbfile.NotebookError) as exc:
+                    raise RunError(f"{rel} cannot be read as a notebook: {exc}") from None
+                run = FollowRun(self, path, rel, nb, kernel_id, record.get("kernel_name") or "")
+                self.runs[run.id] = run
+                self.follows[kernel_id] = run
+                run.task = asyncio.ensure_future(run.main())
+                log.info("follow %s: cells JupyterLab sends kernel %s for %s", run.id, kernel_id[:8], rel)
+            return run
 
     def notebook_of_kernel(self, kernel_id: str | None) -> str:
         """The notebook a running kernel belongs to (for %run_on_server): its sessions' paths that are notebook

@@ -116,6 +116,8 @@ def merge(current: dict, results: dict[str, dict], run: dict | None) -> tuple[di
             continue
         cell["outputs"] = result["outputs"]
         cell["execution_count"] = result["execution_count"]
+        if "source" in result:  # the code as it ran (JupyterLab sends a cell's code before it saves it)
+            cell["source"] = result["source"]
     if run is not None:
         current.setdefault("metadata", {})[META_KEY] = {"run": run}
     return current, missing
@@ -222,7 +224,7 @@ class PendingOutputs:
     notebook: str  # as the run names it, relative to the workspace
     path: str  # where the run was writing: the notebook, or its side file
     results: dict  # cell id -> the cell's outputs and count (CellOutputs.result())
-    metadata: dict  # the run, as the notebook's metadata records it
+    metadata: dict | None  # the run, as the notebook's metadata records it (None: cells JupyterLab sent)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

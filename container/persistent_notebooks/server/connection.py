@@ -30,6 +30,7 @@ from tornado.websocket import WebSocketClosedError
 from .. import settings
 from ..keeper.client import KEEPER
 from .coalesce import Coalescer, coalesce
+from .follow import hand_over, lab_cell
 from .sessions import note_notebook, notebook_of_cell
 
 ACK_DELAY = 0.25
@@ -42,6 +43,12 @@ KEEPING = settings.away_buffer() > 0
 # Bytes sent to a client and not read by it, at most (then its connection is dropped): room for a whole replay
 # of what the keeper holds (NOTEBOOK_AWAY_BUFFER) to a slow client, and 16 MiB of live output.
 BACKLOG_LIMIT = settings.away_buffer() + (16 << 20)  # NOTEBOOK_AWAY_BUFFER=0: nothing kept, Jupyter's own websocket
+
+
+# kernel id -> the kernel clients (websocket session ids: a JupyterLab page's, kept across its reconnections)
+# connected now, with how many connections each: the kernel model's "clients" (server/kernels.py), which the
+# runner reads to know whether the page that sent cells is still there.
+CLIENTS: dict[str, dict[str, int]] = {}
 
 
 def msg_id_of(msg_list: list) -> str | None:
@@ -73,6 +80,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     def connect(self):
         connected = super().connect()
+        if connected is not None:
+            clients = CLIENTS.setdefault(self.kernel_id, {})
+            clients[self.session_id] = clients.get(self.session_id, 0) + 1
+            self._counted = True
         # What this client has not read stays in Tornado's write buffer, without bound: a client that stops
         # reading (a laptop asleep, its tunnel's TCP connection still open) would grow Jupyter by what the
         # kernel prints. Past BACKLOG_LIMIT the connection is dropped instead (_backlogged): the keeper still
@@ -91,32 +102,71 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     _notebooks_noted: dict | None = None  # cell URI -> when it was last noted
 
+    _counted = False
+    _forwarding: list | None = None  # messages held, in order, behind a cell handed to the runner
+
     def handle_incoming_message(self, incoming_msg) -> None:
-        """As Jupyter does; and an execute request that names its cell (VSCode's metadata.cellId, a URI whose
-        path is the notebook's) tells which notebook this kernel runs, for runs and the kernel list."""
+        """As Jupyter does, with two readings of an execute request that names its cell (metadata.cellId):
+        JupyterLab's (the cell's id) is handed to the notebook runner before it goes on to the kernel, and the
+        messages after it wait their turn (server/follow.py); VSCode's (a URI whose path is the notebook's)
+        tells which notebook this kernel runs, for runs and the kernel list."""
+        if self._forwarding is not None:
+            self._forwarding.append(incoming_msg)
+            return None
         marker = b"cellId" if isinstance(incoming_msg, bytes) else "cellId"
         if marker in incoming_msg:
             try:
-                self._note_cell(incoming_msg)
+                cell = self._read_cell(incoming_msg)
             except Exception:  # noqa: BLE001 - never in the way of the message itself
                 self.log.debug("could not read the cell id of a message to kernel %s", self.kernel_id, exc_info=True)
+                cell = None
+            if cell is not None:
+                self._forwarding = [incoming_msg]
+                asyncio.ensure_future(self._forward_held(cell))
+                return None
         return super().handle_incoming_message(incoming_msg)
 
-    def _note_cell(self, incoming_msg) -> None:
+    async def _forward_held(self, cell) -> None:
+        try:
+            while self._forwarding:
+                if cell is not None:
+                    await hand_over(cell)
+                super().handle_incoming_message(self._forwarding.pop(0))
+                cell = None
+                if self._forwarding:
+                    with contextlib.suppress(Exception):
+                        cell = self._read_cell(self._forwarding[0])
+        except Exception:  # noqa: BLE001 - the held messages still go on, unfollowed
+            self.log.exception("Handing JupyterLab's cells of kernel %s to the runner failed", self.kernel_id)
+            for msg in self._forwarding or []:
+                with contextlib.suppress(Exception):
+                    super().handle_incoming_message(msg)
+        finally:
+            self._forwarding = None
+
+    def _read_cell(self, incoming_msg):
+        """A JupyterLab cell's execute request (follow.SentCell), or None; notes a VSCode cell's notebook."""
+        marker = b"cellId" if isinstance(incoming_msg, bytes) else "cellId"
+        if marker not in incoming_msg:
+            return None
         if self.subprotocol == "v1.kernel.websocket.jupyter.org":
             _, parts = deserialize_msg_from_ws_v1(incoming_msg)
             header, metadata = json.loads(parts[0]), json.loads(parts[2])
+            content = json.loads(parts[3]) if len(parts) > 3 else {}
         else:
             msg = json.loads(incoming_msg)
-            header, metadata = msg.get("header") or {}, msg.get("metadata") or {}
+            header, metadata, content = msg.get("header") or {}, msg.get("metadata") or {}, msg.get("content") or {}
+        sent = lab_cell(self.kernel_id, self.session_id, header, metadata, content)
+        if sent is not None:
+            return sent
         uri = metadata.get("cellId")
         if header.get("msg_type") != "execute_request" or not isinstance(uri, str):
-            return
+            return None
         uri = uri.split("#", 1)[0]
         self._notebooks_noted = self._notebooks_noted or {}
         now = time.monotonic()
         if now - self._notebooks_noted.get(uri, -60.0) < 60:
-            return
+            return None
         self._notebooks_noted[uri] = now
         notebook = notebook_of_cell(uri)
         if notebook:
@@ -346,6 +396,14 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     # --- closing ---------------------------------------------------------------------------------
 
     def disconnect(self):
+        if self._counted:
+            self._counted = False
+            clients = CLIENTS.get(self.kernel_id, {})
+            clients[self.session_id] = clients.get(self.session_id, 1) - 1
+            if clients[self.session_id] <= 0:
+                del clients[self.session_id]
+            if not clients:
+                CLIENTS.pop(self.kernel_id, None)
         if self._replay_task is not None and not self._replay_task.done():
             self._replay_task.cancel()
         self._held = None

@@ -36,6 +36,7 @@ from traitlets import default
 from .. import kernelstate, paths, programs, settings, wire
 from ..keeper.client import KEEPER, status_sync
 from ..runner.records import all_runs, resumable
+from .connection import CLIENTS
 from .sessions import repair_sessions_db
 
 # Environment a kernel must not inherit from the server.
@@ -222,6 +223,10 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         # prints would be dropped by the kernel's publisher, silently (the kernel keeper does the same).
         self.context.setsockopt(zmq.RCVHWM, 0)
         self.adopt_kernels()
+
+    def kernel_model(self, kernel_id):
+        """Jupyter's, and the kernel clients connected now (the runner asks whether a page is still there)."""
+        return {**super().kernel_model(kernel_id), "clients": sorted(CLIENTS.get(kernel_id, {}))}
 
     def adopt_kernels(self) -> None:
         app = self.parent
