@@ -617,6 +617,51 @@ def test_a_container_restart_resumes_a_run_unless_no_resume(stack: Stack):
     validate_in_container(stack, resumed)
 
 
+def test_jupyterlabs_queued_cells_run_on_after_a_container_restart(stack: Stack):
+    """JupyterLab's Run All cut by a container restart (as JupyterLab sends it: every cell at once, each naming its
+    cell id): the cell that was running and those queued behind it run again in the restored kernel, with the
+    variables of the cells before, as the page sent them, each one's output (and code) in the file; the cells that
+    had ended are not run again."""
+    token = stack.token()
+    path = write_notebook(stack, "lab-restart.ipynb", [
+        cell("first = 40\nprint('first')"), cell("print('second', flush=True)\n" + wait_source("lab-go")),
+        cell("print(first + 2)")])
+    (stack.workspace / "lab-go").unlink(missing_ok=True)
+    session = api(stack.base_url, token, "/api/sessions", "POST", {
+        "path": path.name, "type": "notebook", "name": path.name, "kernel": {"name": "python3"}})
+    with KernelConnection(stack.base_url, token, session["kernel"]["id"]) as page:
+        # the third cell as edited in the page and not saved: the code the page sent is what runs on
+        codes = [nbfile_source(c) for c in read(path)["cells"]][:2] + ["print(first + 3)"]
+        sent = [page.submit(code, c["id"]) for code, c in zip(codes, read(path)["cells"], strict=True)]
+
+        def second_printed() -> bool:
+            msg = page.recv()
+            return msg.get("parent_header", {}).get("msg_id") == sent[1] and msg["msg_type"] == "stream"
+
+        wait_for(second_printed, 60, "the second cell to print", interval=0)
+    stack.compose("restart", timeout=180)
+    stack.wait_healthy()
+    old = [r for r in json.loads(notebookctl(stack, "runs", "--json").stdout)
+           if r["notebook"] == path.name and r["selection"] == "cells sent by JupyterLab"]
+    assert len(old) == 1 and old[0]["state"] == "interrupted", old
+    assert text_of(read(path)["cells"][0]) == "first\n", "the outputs followed until the stop are in the file"
+    old = wait_run(stack, old[0]["id"], until=lambda r: r.get("resumed_by"))
+    wait_run(stack, old["resumed_by"], until=lambda r: r["state"] == "running")
+    touch(stack, "lab-go")
+    done = wait_run(stack, old["resumed_by"])
+    assert done["state"] == "done", done
+    cells = read(path)["cells"]
+    assert text_of(cells[0]) == "first\n", "a cell that had ended is not run again"
+    assert "runs again from its start" in text_of(cells[1]) and "go" in text_of(cells[1]), cells[1]
+    assert text_of(cells[2]) == "43\n", "the queued cell runs as sent, with the variables of the cells before"
+    assert nbfile_source(cells[2]) == "print(first + 3)", "the file keeps the code that ran beside its output"
+    validate_in_container(stack, path)
+
+
+def nbfile_source(c: dict) -> str:
+    return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+
+
 def test_a_restart_while_a_cell_has_printed_180_mb_keeps_its_output_and_says_so(stack: Stack):
     """`restart` while a cell has printed 180 MB: within the stop's grace the cell in the file holds the start and
     the end of what it printed up to the stop, what was cut between, and the note that the container stopped."""

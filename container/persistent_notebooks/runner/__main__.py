@@ -158,6 +158,7 @@ class Run:
         self.planned = json.dumps(self.base)
         self.side_copy: Path | None = None  # where all outputs also go once cells of the run left the file
         self.cells = cells
+        self.given = {c["id"]: c["source"] for c in cells if c.get("given")}  # code JupyterLab sent, kept with outputs
         self.keep_going = keep_going
         self.results: dict[str, nbfile.CellOutputs] = {}
         self.displays: dict[str, list[dict]] = {}
@@ -322,8 +323,9 @@ class Run:
         self.write_interval = max(MIN_WRITE_INTERVAL, 10 * cost, size / WRITE_BANDWIDTH)
 
     def results_now(self) -> dict[str, dict]:
-        """What goes into the file: cell id -> its outputs and count."""
-        return {cid: out.result() for cid, out in self.results.items()}
+        """What goes into the file: cell id -> its outputs and count (and the code, if the page sent it)."""
+        return {cid: {**out.result(), **({"source": self.given[cid]} if cid in self.given else {})}
+                for cid, out in self.results.items()}
 
     def keep_pending(self, results: dict[str, dict]) -> None:
         """The outputs the notebook could not take, in the state volume (as the notebook would hold them: each
@@ -337,7 +339,7 @@ class Run:
         """The cell's code and number (1-based, as the editor counts) in the file as saved now; None as
         code if it was deleted or is no longer a code cell. From the plan if the file is gone. The file is
         read again only when it changed (its inode, size or time): per cell, no cost that grows with it."""
-        if self.target != self.path:
+        if self.target != self.path or cell.get("given"):  # (given: the code JupyterLab sent, resumed)
             return cell["source"], cell["number"]
         try:
             stat = self.path.stat()
@@ -621,7 +623,8 @@ class FollowRun(Run):
                     if earlier is cell:
                         break
                     earlier.done = True
-                self.record["cell"] = cell.cell_id[:8]
+                numbers = {c.get("id"): n for n, c in enumerate(self.base["cells"], 1)}
+                self.record["cell"] = numbers.get(cell.cell_id) or f"{cell.cell_id[:8]} (not saved)"
                 self.set_state("running")
             elif state == "idle":
                 cell.done = True
@@ -686,7 +689,19 @@ class FollowRun(Run):
             self.save_record(force=False)
             if self.ended_at is not None and not self.dirty and now - self.last_activity > FOLLOW_LINGER:
                 break
-        self.set_state("done", ended=time.time())
+        left = [c for c in self.sent.values() if not c.done]
+        if self.stop_reason == "container stop" and left:
+            # The kernel's queue ends with the container: the cells it had not finished run again, in order, in
+            # the restored kernel (Runner.resume_runs), as a run of the code the page sent.
+            if left[0].cell_id in self.results:
+                self.results[left[0].cell_id].note(
+                    f"persistent-notebooks: the container stopped while this cell ran; it runs again from its "
+                    f"start in the restored kernel, with the {len(left) - 1} cell(s) JupyterLab had queued after it.")
+                self.dirty = True
+            self.record.update(resume=True, queued=[{"id": c.cell_id, "source": c.source} for c in left])
+            self.set_state("interrupted", reason="a container stop", ended=time.time())
+        else:
+            self.set_state("done", ended=time.time())
 
 
 # --- the program -----------------------------------------------------------------------------------
@@ -843,6 +858,8 @@ class Runner:
                 continue
             request = {"notebook": old["notebook"], "kernel": old["kernel_id"], "keep_going": old.get("keep_going"),
                        "cells": f"{old['cell']}-{old.get('last_cell') or ''}", "resumed_from": old}
+            if old.get("queued"):  # JupyterLab's cells (FollowRun): the code its page sent, not a range of the file
+                request.update(cells=None, queued=old["queued"], keep_going=False)
             try:
                 run = await self.start(request)
                 old.update(resumed_by=run.id)
@@ -919,7 +936,9 @@ class Runner:
         try:
             nb = nbfile.parse(text, rel)
             count = len(nb["cells"])
-            if request.get("after"):
+            if request.get("queued"):
+                first, last = 1, count
+            elif request.get("after"):
                 first, last = cell_after(nb, request["after"], rel), count
             elif request.get("cells"):
                 first, last = nbfile.parse_range(request["cells"], count)
@@ -935,6 +954,10 @@ class Runner:
             raise RunError(f"{rel} is not a valid notebook: {str(exc).splitlines()[0]}. Open it in Jupyter or "
                            "VSCode and save it again.") from None
         cells = nbfile.plan(nb, first, last)
+        if request.get("queued"):
+            numbers = {c.get("id"): n for n, c in enumerate(nb["cells"], 1)}
+            cells = [{"id": q["id"], "number": numbers.get(q["id"]), "source": q["source"], "given": True}
+                     for q in request["queued"]]
         if not cells:
             raise RunError(f"{rel}: no code cells to run in cells {first}-{last}.")
         self.kernel_note = None
@@ -943,7 +966,8 @@ class Runner:
             import nbformat
 
             nbfile.atomic_write(path, nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT))
-        selection = request.get("cells") or (f"{first}-" if first > 1 else "all")
+        selection = "JupyterLab's cells left at a container stop" if request.get("queued") else \
+            request.get("cells") or (f"{first}-" if first > 1 else "all")
         run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection,
                   resume=request.get("resume", True) is not False, resumed_from=request.get("resumed_from"))
         self.runs[run.id] = run
