@@ -85,10 +85,14 @@ c.DockerSpawner.extra_host_config = {
     "restart_policy": {"Name": "unless-stopped"},
 }
 LABELS = {"persistent-notebooks.hub": deployment.project()}
-c.DockerSpawner.extra_create_kwargs = {"labels": LABELS, "hostname": "notebooks"}
+# A server stopped (by its user, the admin, a hub shutdown) gets the single-user stack's grace: each kernel saves its
+# variables before it ends (compose.yaml's stop_grace_period), where Docker's default would kill it after 10 s.
+STOP_GRACE_S = 90
+c.DockerSpawner.extra_create_kwargs = {"labels": LABELS, "hostname": "notebooks", "stop_timeout": STOP_GRACE_S}
 # A service's containers: no capabilities (an Engine 20.10 service cannot set no-new-privileges; the
 # image runs as the user's uid either way), the same hostname and labels.
-c.SwarmSpawner.extra_container_spec = {"cap_drop": ["ALL"], "hostname": "notebooks", "labels": LABELS}
+c.SwarmSpawner.extra_container_spec = {"cap_drop": ["ALL"], "hostname": "notebooks", "labels": LABELS,
+                                       "stop_grace_period": STOP_GRACE_S * 10**9}
 c.SwarmSpawner.extra_create_kwargs = {"labels": LABELS}
 # The hub reaches a service's one task by its name resolved to the task's own address (DNS round
 # robin), not through a virtual IP: one hop fewer, and the virtual IP does not answer on a one-node

@@ -97,8 +97,10 @@ def requests_get(url: str, token: str | None):
 
 
 def test_user_servers_are_hardened(hub: Hub, alice: HubUser):
-    """A user's server should run unprivileged, publish no port, and keep the hub's token from kernels."""
+    """A user's server should run unprivileged, publish no port, keep the hub's token from kernels, and be given
+    the single-user stack's 90 s to stop (its kernels save their variables), not Docker's 10."""
     attrs = hub.user_container("alice").attrs
+    assert attrs["Config"].get("StopTimeout") == 90, attrs["Config"].get("StopTimeout")
     host = attrs["HostConfig"]
     assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], host
     assert not host.get("PortBindings"), f"a user's server publishes a port: {host['PortBindings']}"

@@ -53,6 +53,8 @@ def test_swarm_server_keeps_a_kernel_across_a_hub_restart(hub):
     constraints = service.attrs["Spec"]["TaskTemplate"]["Placement"].get("Constraints", [])
     node = docker_client().info()["Swarm"]["NodeID"]
     assert constraints == [f"node.id=={node}"], f"the user is not pinned to their volume's node: {constraints}"
+    grace = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("StopGracePeriod")
+    assert grace == 90 * 10**9, f"the server's stop grace is {grace} ns, not the single-user stack's 90 s"
     kernel_id = erin.server_api("POST", "/api/kernels", json={"name": "python3"}).json()["id"]
     with KernelConnection(erin.server_url, erin.token, kernel_id) as kernel:
         kernel.execute("kept = 6 * 7")
