@@ -23,20 +23,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import docker  # noqa: E402
 import kernel_state  # noqa: E402
+from harness import (  # noqa: E402
+    KILL_JUPYTER,
+    MIB,
+    container_memory,
+    fmt,
+    kernels_answering_since,
+    progress,
+    ready_kernel,
+    reconnects,
+    summary,
+)
 from kernelclient import KernelConnection, api, start_kernel  # noqa: E402
 from stack import REPO, SUPERVISORCTL, Stack, free_port, http_get, wait_for  # noqa: E402
 
-MIB = 2**20
 FLOOR_ARGS = ["server", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8888", "--ServerApp.port_retries=0",
               "--ServerApp.open_browser=False", "--ServerApp.root_dir=/tmp"]
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def first_200(base_url: str, token: str, started: float, timeout: float = 120) -> float:
@@ -104,14 +106,6 @@ def idle_cpu(containers: dict, seconds: float) -> dict[str, float]:
     return {name: 100 * (cpu_ns(c) - before[name]) / 1e9 / took for name, c in containers.items()}
 
 
-def container_memory(container) -> float:
-    """Memory the cgroup holds, less reclaimable file cache (as `docker stats` counts it), MiB."""
-    stats = container.stats(stream=False)["memory_stats"]
-    inner = stats.get("stats", {})
-    cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))
-    return (stats["usage"] - cache) / MIB
-
-
 PROCESS_MEMORY = r"""
 import os
 for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
@@ -149,24 +143,6 @@ def process_memory(container) -> dict[str, dict]:
         entry["pss_mib"] += int(pss) / 1024
         entry["count"] += 1
     return result
-
-
-def ready_kernel(base_url: str, token: str) -> str:
-    """Start a kernel and run one statement in it, so it is fully up; then leave it idle."""
-    kernel_id = start_kernel(base_url, token)
-    with KernelConnection(base_url, token, kernel_id, timeout=120) as connection:
-        connection.execute("1")
-    return kernel_id
-
-
-def reconnects(base_url: str, token: str, kernel_id: str, tries: int) -> list[float]:
-    times = []
-    for _ in range(tries):
-        started = time.monotonic()
-        with KernelConnection(base_url, token, kernel_id) as connection:
-            connection.execute("1")
-        times.append(time.monotonic() - started)
-    return times
 
 
 def throughput(base_url: str, token: str, kernel_id: str, seconds: float, cell_id: str | None = None) -> float:
@@ -227,14 +203,6 @@ while subprocess.run(["tmux", "-N", "has-session", "-t", "=" + name], capture_ou
 print(time.monotonic() - t)
 """
 
-
-KILL_JUPYTER = r"""
-import subprocess, os, time
-pid = subprocess.run(["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "pid", "jupyter"],
-                     capture_output=True, text=True).stdout
-os.kill(int(pid), 9)
-print(time.time())
-"""
 
 TMUX_SAVE_RESTORE = r"""
 import json, os, resource, subprocess, sys, time
@@ -395,23 +363,6 @@ def replay_after_keeper_kill(stack: Stack, token: str, lines: int) -> dict:
     text = got["stdout"] + "".join(m["content"].get("text", "") for m in got["messages"] if m["msg_type"] == "stream")
     return {"lines_kept": lines, "lines_replayed": len([w for w in got["stdout"].split() if w.isdigit()]),
             "loss_announced": "lost" in text, "first_message_s": took}
-
-
-def kernels_answering_since(killed_at: float, base_url: str, token: str, kernel_ids: list[str]) -> float:
-    """Seconds from killed_at (time.time()) to every kernel answering an execute again (same ids)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def answer(kernel_id: str) -> float:
-        while True:
-            try:
-                with KernelConnection(base_url, token, kernel_id, timeout=10) as connection:
-                    if connection.execute("1")["result"] == "1":
-                        return time.time()
-            except Exception:  # noqa: BLE001 - the server is not back yet
-                time.sleep(0.02)
-
-    with ThreadPoolExecutor(len(kernel_ids)) as pool:
-        return max(pool.map(answer, kernel_ids)) - killed_at
 
 
 def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
@@ -886,10 +837,6 @@ def save_conflicts(stack: Stack, token: str, workspace: Path, saves: int) -> dic
                           if r["id"] == run_id)["state"] == "done", 60, "the saves' run to end")
     stop_file.unlink()
     return {"saves": saves, "saves_per_s": saves / took, "undone": undone[0], "per_1000": 1000 * undone[0] / saves}
-
-
-def fmt(s: dict, unit: str = "s") -> str:
-    return f"{s['median']:.3f} {unit} (min {s['min']:.3f}, max {s['max']:.3f}, n={s['n']})"
 
 
 def table(r: dict) -> str:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from benchmark import (  # noqa: E402
+from harness import (  # noqa: E402
     KILL_JUPYTER,
     container_memory,
     fmt,

@@ -27,14 +27,10 @@ HEALTHCHECK = "/usr/local/lib/persistent-notebooks/healthcheck"  # what Docker's
 sys.path.insert(0, str(REPO / "container"))
 from persistent_notebooks.programs import ON_DEMAND, WHEN_IDLE  # noqa: E402, F401  (WHEN_IDLE: for tests)
 
-# The variables compose.yaml reads; a stack gets exactly the ones it is given (no user .env).
-STACK_VARIABLES = (
-    "COMPOSE_PROJECT_NAME", "NOTEBOOK_PORT", "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "TMUX_SESSION",
-    "WORKSPACE", "HOST_UID", "HOST_GID", "CA_BUNDLE", "JUPYTER_CULL_IDLE_TIMEOUT",
-    "JUPYTER_CULL_INTERVAL", "JUPYTER_CULL_CONNECTED", "NOTEBOOK_MEMORY_LIMIT", "BASE_IMAGE",
-    "NOTEBOOK_IMAGE", "NOTEBOOK_AWAY_BUFFER", "TMUX_RESTORE", "EXTRA_APT_PACKAGES", "EXTRA_PIP_REQUIREMENTS",
-    "COMPOSE_FILE", "KERNEL_CHECKPOINTS", "KERNEL_SNAPSHOTS", "KERNEL_STATE_LIMIT", "KERNEL_STATE_FREE_FLOOR",
-)
+# The variables of .env (settings.SETTINGS declares them); a stack gets exactly the ones it is given (no user .env).
+from persistent_notebooks.settings import SETTINGS  # noqa: E402
+
+STACK_VARIABLES = tuple(setting.name for setting in SETTINGS)
 
 
 _docker: docker.DockerClient | None = None
@@ -230,7 +226,7 @@ class Stack:
 
     def keeper_status(self) -> dict:
         """The kernel keeper's view: per kernel, what is kept for the next client, and its state."""
-        result = self.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.keeper.client")
+        result = self.exec("/opt/venv/bin/python", "-m", "persistent_notebooks.server.keeperclient")
         return json.loads(result.stdout)["kernels"]
 
     def wait_kernel_idle(self, kernel_id: str, timeout: float, msg_id: str | None = None) -> None:

@@ -175,10 +175,6 @@ def workspace_environments() -> list[Environment]:
     return scan_workspace().environments
 
 
-def all_environments() -> list[Environment]:
-    return managed_environments() + workspace_environments()
-
-
 # --- notebookctl env ---------------------------------------------------------------------------
 
 def uv() -> str:

@@ -2,13 +2,13 @@
 kept, who owns each record (creates it and removes it), and the kernel records.
 
 Each record has one owner, which creates it and removes it (others only read it):
-- jupyter_token (a generated token), run/token, ca-bundle.pem: the entrypoint (cli.setup);
+- jupyter_token (a generated token), run/token, ca-bundle.pem: the entrypoint (supervisor.boot);
 - run/cookie-key: Jupyter's config (server.config);
 - kernels/ID.json, one per kernel, with its connection file, and kernels/*.damaged (a damaged record
   set aside): the Jupyter server (server.kernels), which writes a record at launch and removes it at
   shutdown or when it finds the kernel dead (on adoption); read by the keeper, the runner, the CLI;
 - run/keeper.sock, keeper-pending/ID: the kernel keeper;
-- runs/ID.json, run/runner.sock: the notebook runner (runner.records); read by the CLI;
+- runs/ID.json, run/runner.sock: the notebook runner (state.runs); read by the CLI;
 - tmux-save/: the tmux saver (tmux); the pane texts of a rebuild: the session keeper, each removed by
   the pane that prints it;
 - kernel-state/ID/ (a kernel's saved variables: persistent_notebooks.kernelstate): the kernel itself
@@ -18,7 +18,7 @@ Each record has one owner, which creates it and removes it (others only read it)
 - jupyter/sessions.db: Jupyter (moved aside and rebuilt when damaged: server.sessions);
 - envs/: `notebookctl env` (environments); read by Jupyter's kernel specs.
 
-Not in the volume: the watchdog's health report (/dev/shm, supervisor.health), new at each start.
+Not in the volume: the watchdog's health report (/dev/shm, state.health), new at each start.
 
 Locations come from settings (STATE_DIR, WORKSPACE); this module reads no environment itself.
 """
@@ -43,7 +43,6 @@ KEEPER_PENDING_DIR = RUN_DIR / "keeper-pending"  # a file per kernel while the k
 SERVER_TOKEN_FILE = RUN_DIR / "token"  # the token the server runs with (the entrypoint writes it)
 GENERATED_TOKEN_FILE = STATE_DIR / "jupyter_token"  # a token generated once and kept
 COOKIE_KEY_FILE = RUN_DIR / "cookie-key"
-RUNTIME_DIR = STATE_DIR / "jupyter" / "runtime"
 ENVS_DIR = STATE_DIR / "envs"
 TMUX_SAVE_FILE = STATE_DIR / "tmux-save" / "session.json"
 SESSIONS_DB = STATE_DIR / "jupyter" / "sessions.db"

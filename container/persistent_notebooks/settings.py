@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 # Where things are in the container (set by the image, not by users; tests of the unit layer point
@@ -363,6 +365,57 @@ def server_command() -> str:
     return SINGLEUSER_SERVER
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One variable a user may set in .env: declared once here, with its default and what it does."""
+
+    name: str
+    default: str  # as .env.example shows it ("" for none)
+    help: str
+    read: Callable[[], object] | None = None  # the container's reader, which validates it (None: read elsewhere)
+    example: str | None = None  # what .env.example shows instead of the default, where it shows an example
+
+
+# Every variable of .env, in .env.example's order (tests/unit/test_settings.py holds .env.example, compose.yaml and
+# the tests' own list to it). The container reads those with a reader; the others only compose and the build use.
+SETTINGS = (
+    Setting("COMPOSE_PROJECT_NAME", "persistent-notebooks", "Compose's project: stacks, state and tokens of "
+            "their own per checkout (default: the checkout's folder name)"),
+    Setting("NOTEBOOK_PORT", str(DEFAULT_PORT), "the port, on the host's 127.0.0.1 and inside", port),
+    # The token's two sources are checked where the token is read (given_token, by the check and at start).
+    Setting("JUPYTER_TOKEN", "", "Jupyter's token, 16 to 512 characters (unset: one is generated and kept)"),
+    Setting("JUPYTER_TOKEN_FILE", "", "or a file in the container holding it", example="/run/secrets/jupyter_token"),
+    Setting("TMUX_SESSION", DEFAULT_SESSION, "the tmux session VSCode's terminals open into", session_name,
+            example="persistent-me"),
+    Setting("TMUX_RESTORE", "true", "save the tmux session and rebuild it after a restart", tmux_restore),
+    Setting("NOTEBOOK_AWAY_BUFFER", DEFAULT_AWAY_BUFFER, "output kept per kernel while no client is connected",
+            away_buffer),
+    Setting("KERNEL_CHECKPOINTS", "true", "each kernel saves its variables after every cell", kernel_checkpoints),
+    Setting("KERNEL_SNAPSHOTS", "true", "each idle kernel saves its variables at container stop", kernel_snapshots),
+    Setting("KERNEL_STATE_LIMIT", DEFAULT_STATE_LIMIT, "the most one kernel's saved variables may take",
+            kernel_state_limit),
+    Setting("KERNEL_STATE_FREE_FLOOR", DEFAULT_STATE_FLOOR, "free space always left on the state volume",
+            kernel_state_floor),
+    Setting("WORKSPACE", "./workspace", "the host folder mounted at /workspace"),
+    Setting("HOST_UID", "1000", "your uid on the host: the container's user gets it"),
+    Setting("HOST_GID", "1000", "your gid on the host"),
+    Setting("CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt", "CA certificates the build and the container trust"),
+    Setting("JUPYTER_CULL_IDLE_TIMEOUT", "0", "shut down kernels idle this many seconds (0: never)",
+            cull_idle_timeout),
+    Setting("JUPYTER_CULL_INTERVAL", str(DEFAULT_CULL_INTERVAL), "how often to look for idle kernels",
+            cull_interval),
+    Setting("JUPYTER_CULL_CONNECTED", "false", "whether kernels with a client connected may be culled",
+            cull_connected),
+    Setting("NOTEBOOK_MEMORY_LIMIT", "0", "the container's memory limit (0: none)", memory_limit),
+    Setting("BASE_IMAGE", "debian:trixie-slim", "the Debian-based image the build starts from"),
+    Setting("NOTEBOOK_IMAGE", "persistent-notebooks:uid1000-gid1000", "the image's name"),
+    Setting("EXTRA_APT_PACKAGES", "", "Debian packages built into the image", example="graphviz jq"),
+    Setting("EXTRA_PIP_REQUIREMENTS", "", "a requirements file built into the image's Python",
+            example="requirements-extra.txt"),
+    Setting("COMPOSE_FILE", "", "Compose's files, e.g. with the GPU override", example="compose.yaml:compose.gpu.yaml"),
+)
+
+
 def check_all() -> str:
     """Every variable the container reads, checked; SettingError names the first bad one. Returns the
     tmux session name."""
@@ -371,15 +424,7 @@ def check_all() -> str:
         hub_token()
         base_url()
         server_command()
-    port()
-    cull_idle_timeout()
-    cull_interval()
-    cull_connected()
-    tmux_restore()
-    away_buffer()
-    memory_limit()
-    kernel_checkpoints()
-    kernel_snapshots()
-    kernel_state_limit()
-    kernel_state_floor()
+    for setting in SETTINGS:
+        if setting.read is not None:
+            setting.read()
     return name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 from persistent_notebooks import settings
@@ -197,3 +199,43 @@ def test_a_hub_needs_the_hub_user_image(monkeypatch, tmp_path):
         settings.server_command()
     monkeypatch.delenv("JUPYTERHUB_SERVICE_URL")
     assert settings.server_command() == settings.PLAIN_SERVER
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def env_example() -> dict[str, str]:
+    """NAME -> the value .env.example shows (its lines `#NAME=value`)."""
+    found = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        if match := re.fullmatch(r"#([A-Z][A-Z0-9_]*)=(.*)", line):
+            found[match[1]] = match[2]
+    return found
+
+
+def test_env_example_shows_every_declared_setting_with_its_default():
+    """.env.example should name exactly the declared settings, in their order, each with its default (or the
+    example the declaration gives)."""
+    shown = env_example()
+    assert list(shown) == [s.name for s in settings.SETTINGS]
+    for setting in settings.SETTINGS:
+        assert shown[setting.name] == (setting.example if setting.example is not None else setting.default), setting
+
+
+def test_compose_reads_no_undeclared_variable():
+    """Every variable compose.yaml reads from .env or the environment should be a declared setting."""
+    read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (REPO / "compose.yaml").read_text()))
+    assert read - {s.name for s in settings.SETTINGS} == set()
+
+
+def test_the_container_reads_each_declared_value_as_its_default():
+    """A declared default should be what the container's reader makes of an unset variable."""
+    for setting in settings.SETTINGS:
+        if setting.read is None or setting.name == "TMUX_SESSION":
+            continue
+        unset = setting.read()
+        os.environ[setting.name] = setting.default
+        try:
+            assert setting.read() == unset, setting.name
+        finally:
+            del os.environ[setting.name]

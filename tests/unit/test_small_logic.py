@@ -9,7 +9,7 @@ import pytest
 from persistent_notebooks import environments
 from persistent_notebooks.server import follow
 from persistent_notebooks.server.logfilter import MASK, MaskToken
-from persistent_notebooks.supervisor import health
+from persistent_notebooks.state import health
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

@@ -8,6 +8,7 @@ import sys
 
 from .. import environments as envs
 from .. import settings
+from ..state import runs as records
 from . import runs, usage
 
 ENV_HELP = """\
@@ -184,7 +185,7 @@ def runs_main(argv: list[str]) -> int:
     parser.add_argument("--active", action="store_true", help="only the runs going on")
     parser.add_argument("--wait", metavar="RUN|NOTEBOOK", help="follow this run until it ends")
     args = parser.parse_args(argv)
-    found = runs.all_runs()
+    found = records.all_runs()
     if args.wait:
         target = args.wait.removeprefix(str(settings.WORKSPACE) + "/")
         match = [r for r in found if r["id"].startswith(target) or r["notebook"] == target]
@@ -192,9 +193,9 @@ def runs_main(argv: list[str]) -> int:
             raise runs.RunsError(f"no run {args.wait!r}; see notebookctl runs")
         return runs.follow(match[0]["id"])
     if args.active:
-        found = [r for r in found if r["state"] in runs.ACTIVE]
+        found = [r for r in found if r["state"] in records.ACTIVE]
     for r in found:
-        r["status"] = runs.describe(r)
+        r["status"] = records.describe(r)
     if args.json:
         print(json.dumps(found, indent=1))
     elif args.active and not found:

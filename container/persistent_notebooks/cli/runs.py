@@ -1,7 +1,7 @@
 """`notebookctl run` and `notebookctl runs`: the client side of the notebook runner (../runner).
 
 Starts the runner when it is not running (a supervisord program started on demand), sends it one
-request, and reads the run records it keeps in the state volume (runner/records.py: it is their
+request, and reads the run records it keeps in the state volume (state/runs.py; the runner is their
 only writer).
 """
 
@@ -13,7 +13,7 @@ import sys
 import time
 
 from .. import paths, programs
-from ..runner.records import ACTIVE, active_by_kernel, all_runs, describe, read_run  # noqa: F401
+from ..state.runs import ACTIVE, describe, read_run
 
 START_TIMEOUT = 20.0
 

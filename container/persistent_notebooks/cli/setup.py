@@ -1,105 +1,30 @@
 """Setting the container up, and the small commands of `notebookctl`:
 
-  (the container's start: prepare_container, run by persistent_notebooks.supervisor before supervisord)
   check              (the one-shot `check` service, as root) hand a root-owned default ./workspace to the
                      notebook user, then check everything as that user: a bad setting fails `up -d`
   attach             attach to the named tmux session (VSCode's default terminal, scripts/attach)
   url, token         the URL to paste into VSCode's "Existing Jupyter Server", the token alone
   health             what the watchdog found last (Docker's healthcheck reads the same file)
 
-Stdlib only, and nothing of the package but settings and paths, so that these start quickly.
+Stdlib only, and nothing of the package but its shared layers, so that these start quickly.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import time
-from pathlib import Path
 
 from .. import paths, settings
-from ..settings import NoTokenYet, SettingError
-from ..tmux import LAB_WINDOW, lab_windows, log, tmux
+from ..log import log
+from ..preflight import check_all, resolve_token
+from ..settings import NoTokenYet
+from ..tmuxctl import LAB_WINDOW, lab_windows, tmux
 
-HOST_CA_BUNDLE = Path("/run/secrets/ca_bundle")
-SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-STATE_DIR, WORKSPACE = settings.STATE_DIR, settings.WORKSPACE
-
-
-def resolve_token(generate: bool = False) -> tuple[str, str]:
-    """(token, where it came from), as settings.given_token finds it; or, for the entrypoint alone
-    (generate=True), a new one kept in the state volume, so that every later reader sees the same."""
-    try:
-        return settings.given_token(paths.GENERATED_TOKEN_FILE)
-    except NoTokenYet:
-        if not generate:
-            raise
-    import secrets
-
-    token = secrets.token_hex(24)
-    paths.write_private(paths.GENERATED_TOKEN_FILE, token + "\n")
-    log(f"generated a token and kept it in {paths.GENERATED_TOKEN_FILE} (volume 'state')")
-    return token, "generated"
-
-
-def check_writable(path: Path, what: str, fix: str) -> None:
-    import errno
-
-    if not path.is_dir():
-        raise SettingError(f"{what} {path} is missing. {fix}")
-    probe = path / f".persistent-notebooks-write-test-{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        st = path.stat()
-        if exc.errno == errno.EROFS:
-            raise SettingError(f"{what} {path} is mounted read-only. Mount it read-write (no ':ro' or "
-                               "read_only in a compose override).") from None
-        if st.st_uid == os.getuid():
-            raise SettingError(
-                f"{what} {path} belongs to the notebook user (uid {st.st_uid}) but its mode "
-                f"{st.st_mode & 0o777:o} does not let it write. Run `chmod u+rwx FOLDER` on the host "
-                f"folder.") from None
-        raise SettingError(
-            f"{what} {path} is not writable by the notebook user (uid {os.getuid()}, gid "
-            f"{os.getgid()}); it belongs to uid {st.st_uid}, gid {st.st_gid} ({exc.strerror}). "
-            f"{fix}"
-        ) from None
-
-
-def build_ca_bundle() -> None:
-    """Trust what the image trusts plus the bundle handed in as CA_BUNDLE (TLS-intercepting proxies)."""
-    parts = [SYSTEM_CA_BUNDLE.read_text()] if SYSTEM_CA_BUNDLE.is_file() else []
-    if HOST_CA_BUNDLE.is_file():
-        parts.append(HOST_CA_BUNDLE.read_text())
-    bundle = settings.ca_bundle()
-    tmp = bundle.with_name(f".{bundle.name}.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, bundle)
+WORKSPACE = settings.WORKSPACE
 
 
 # --- commands -------------------------------------------------------------------------------
-
-
-STATE_FIX = ("It was made for another HOST_UID: set HOST_UID/HOST_GID in .env back to the uid that "
-             "made it, or move the token out and recreate the volume (`docker compose down -v`).")
-
-
-def workspace_fix() -> str:
-    return (f"Make the host folder (WORKSPACE in .env, default ./workspace) belong to uid "
-            f"{os.getuid()} (`sudo chown {os.getuid()}:{os.getgid()} FOLDER`), or set HOST_UID and "
-            "HOST_GID in .env to its owner (`id -u`, `id -g`) and run `docker compose up -d --build`.")
-
-
-def check_all() -> str:
-    """Everything the service needs, checked as the notebook user; returns the session name."""
-    if os.getuid() == 0:
-        raise SettingError("The container runs as root. Remove any `user:` override: it runs as 'notebook'.")
-    check_writable(STATE_DIR, "The state volume", STATE_FIX)
-    check_writable(WORKSPACE, "The workspace", workspace_fix())
-    return settings.check_all()
 
 
 def cmd_check(argv: list[str]) -> int:
@@ -122,33 +47,6 @@ def cmd_check(argv: list[str]) -> int:
         pass
     log("settings checked")
     return 0
-
-
-def prepare_container() -> None:
-    """The container's start (supervisord's process runs this before supervisord itself): check
-    everything, write the token and the CA bundle, and leave the environment supervisord hands on."""
-    name = check_all()
-    # Under a hub, the server's API token from the hub is what the CLI, the runner and the watchdog
-    # present to it (it may use its own server's API); the hub's login replaces the fixed token.
-    token, source = (settings.hub_token(), "JupyterHub") if settings.hub_mode() else resolve_token(generate=True)
-    # Private: the token, kernels' connection files and keys, the tmux save, sessions, history.
-    STATE_DIR.chmod(0o700)
-    for sub in ("jupyter/data", "jupyter/runtime", "jupyter/config", "ipython", "python", "tmux", "run",
-                "kernels", "kernel-state"):
-        (STATE_DIR / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("tmux", "run", "kernels", "jupyter/runtime", "kernel-state"):
-        (STATE_DIR / sub).chmod(0o700)
-    paths.write_private(paths.SERVER_TOKEN_FILE, token + "\n")
-    if not paths.KERNEL_STATE_KEY_FILE.is_file():  # signs every kernel snapshot: only ours are loaded
-        paths.write_private(paths.KERNEL_STATE_KEY_FILE, secrets.token_hex(32) + "\n")
-    paths.STOPPING_MARKER.unlink(missing_ok=True)  # left by the last stop
-    build_ca_bundle()
-    log(f"tmux session {name!r}, token from {source}, workspace {WORKSPACE}, starting supervisord")
-    # Nothing supervisord starts (Jupyter, kernels, tmux shells) inherits the token.
-    for variable in settings.TOKEN_VARIABLES + settings.HUB_TOKEN_VARIABLES:
-        os.environ.pop(variable, None)
-    # As read here, for supervisord.conf's %(ENV_...)s (Jupyter's command line) and the tmux programs.
-    os.environ.update(NOTEBOOK_PORT=str(settings.port()), TMUX_SESSION=name, NOTEBOOK_SERVER=settings.server_command())
 
 
 def cmd_prepare_workspace(argv: list[str]) -> int:
@@ -241,7 +139,7 @@ def cmd_url(argv: list[str]) -> int:
 
 def cmd_health(argv: list[str]) -> int:
     """What the watchdog found on its last round: 'ok', or each problem; exit 1 unless ok and recent."""
-    from ..supervisor.health import read_health
+    from ..state.health import read_health
 
     healthy, text = read_health()
     print(text)

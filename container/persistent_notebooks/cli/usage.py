@@ -127,7 +127,7 @@ def collect() -> dict:
     kernels = api("GET", "/api/kernels") or []
     sessions = api("GET", "/api/sessions") or []
     records = {r["kernel_id"]: r for r in paths.all_records()}
-    from .runs import active_by_kernel
+    from ..state.runs import active_by_kernel
 
     running = active_by_kernel()
     notebooks: dict[str, list[str]] = {}

@@ -36,8 +36,8 @@ import zmq.asyncio  # noqa: E402
 from jupyter_client.session import Session  # noqa: E402
 
 from .. import jupyterapi, kernelstate, paths, settings  # noqa: E402
+from ..state.runs import ACTIVE, PENDING_SUFFIX, all_runs, describe, pending_outputs, resumable, runner_alive  # noqa: E402
 from . import nbfile  # noqa: E402
-from .records import ACTIVE, PENDING_SUFFIX, all_runs, describe, pending_outputs, resumable, runner_alive  # noqa: E402
 
 log = logging.getLogger("notebook-runner")
 KEEP_FINISHED = 7 * 86400

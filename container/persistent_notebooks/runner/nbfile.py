@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import secrets
-import time
 from pathlib import Path
 
 from .. import paths
@@ -128,11 +127,6 @@ def validate(nb: dict) -> None:
     import nbformat
 
     nbformat.validate(nbformat.from_dict(nb), version=4)
-
-
-def dumps(nb: dict) -> str:
-    """As Jupyter writes notebooks (nbformat.writes: indent 1, sorted keys, UTF-8), ending in a newline."""
-    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
 
 
 class Changed(Exception):
@@ -263,10 +257,6 @@ def side_file(path: Path, run_id: str, fallback_dir: Path) -> Path:
         return path.parent / name
     fallback_dir.mkdir(parents=True, exist_ok=True)
     return fallback_dir / name
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # --- outputs, as Jupyter's frontends build them from IOPub messages --------------------------------

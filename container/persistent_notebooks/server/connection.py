@@ -28,9 +28,9 @@ from tornado.iostream import StreamBufferFullError
 from tornado.websocket import WebSocketClosedError
 
 from .. import settings
-from ..keeper.client import KEEPER
 from .coalesce import Coalescer, coalesce
 from .follow import hand_over, lab_cell
+from .keeperclient import KEEPER
 from .sessions import note_notebook, notebook_of_cell
 
 ACK_DELAY = 0.25

@@ -34,9 +34,9 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from traitlets import default
 
 from .. import kernelstate, paths, programs, settings, wire
-from ..keeper.client import KEEPER, status_sync
-from ..runner.records import all_runs, resumable
+from ..state.runs import all_runs, resumable
 from .connection import CLIENTS
+from .keeperclient import KEEPER, status_sync
 from .sessions import repair_sessions_db
 
 # Environment a kernel must not inherit from the server.

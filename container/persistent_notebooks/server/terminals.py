@@ -13,7 +13,7 @@ from jupyter_server_terminals.terminalmanager import TerminalManager
 from tornado import web
 
 from .. import settings
-from ..tmux import lab_windows, tmux
+from ..tmuxctl import lab_windows, tmux
 
 NAME = re.compile(r"\w{1,40}", re.ASCII)
 

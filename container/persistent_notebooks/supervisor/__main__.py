@@ -1,4 +1,4 @@
-"""The container's entrypoint (under tini): prepare the container (cli.setup.prepare_container: every
+"""The container's entrypoint (under tini): prepare the container (boot.prepare_container: every
 setting checked, the token and CA bundle written), then, in the same process, supervisord (the pinned
 one, in its own venv) with two additions; otherwise its own main loop. One Python start instead of two.
 
@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 
-from ..cli.setup import log, prepare_container
+from ..log import log
 from ..paths import SUPERVISORD_CONF
 from ..settings import SettingError
+from .boot import prepare_container
 
 
 def patched_supervisord():

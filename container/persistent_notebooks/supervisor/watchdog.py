@@ -38,8 +38,8 @@ from supervisor import events
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
 from .. import paths, programs, settings, wire
-from ..runner.records import ACTIVE, all_runs, pending_outputs
-from .health import write_health
+from ..state.health import write_health
+from ..state.runs import ACTIVE, all_runs, pending_outputs
 
 INTERVAL = 5.0  # seconds between probes while all is well
 RETRY = 1.0  # ... while something is wrong (so health comes back quickly)

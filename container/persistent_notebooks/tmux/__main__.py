@@ -23,7 +23,8 @@ import time
 from contextlib import contextmanager
 
 from .. import paths, settings
-from . import log, tmux
+from ..log import log
+from ..tmuxctl import tmux
 
 SCROLLBACK_LINES = 10_000
 WORKSPACE = str(settings.WORKSPACE)

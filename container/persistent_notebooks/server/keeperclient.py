@@ -2,7 +2,7 @@
 also starts the keeper, which runs only while kernels do) and a one-shot status request for programs
 without an event loop. The protocol: ../wire.py.
 
-    python -m persistent_notebooks.keeper.client     the keeper's status as JSON
+    python -m persistent_notebooks.server.keeperclient     the keeper's status as JSON
 """
 
 from __future__ import annotations
@@ -135,5 +135,5 @@ def status_sync(timeout: float = 2.0) -> dict:
     return wire.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, timeout)[0]
 
 
-if __name__ == "__main__":  # python -m persistent_notebooks.keeperclient: the keeper's status as JSON
+if __name__ == "__main__":  # python -m persistent_notebooks.server.keeperclient: the keeper's status as JSON
     print(json.dumps(status_sync(), indent=1))
