@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import atomic
+
 ENV = "PERSISTENT_NOTEBOOKS_KERNEL_STATE"  # the Config, as JSON, in the kernel's environment (popped at start)
 MANIFEST = "manifest.json"
 RESTORED = "restored.json"  # what the last restore brought back (read by `notebookctl kernels`)
@@ -139,23 +141,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_file(path: Path, chunks, fsync: bool = True) -> None:
     """Write a private file whole or not at all (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            while view:
-                view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write(path, chunks, 0o600, fsync=fsync)
 
 
 def _chunks(view: memoryview, size: int = 64 << 20):

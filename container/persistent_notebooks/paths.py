@@ -32,6 +32,7 @@ import logging
 import os
 from pathlib import Path
 
+from . import atomic
 from .settings import STATE_DIR
 
 log = logging.getLogger("persistent_notebooks")
@@ -66,17 +67,7 @@ def private_dir(path: Path) -> Path:
 
 def write_private(path: Path, text: str | bytes) -> None:
     """Write a file only its owner can read, atomically: whole (fsynced, then renamed into place) or not at all."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write(path, text, 0o600)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from .. import kernelstate, paths, settings, wire
+from .. import atomic, kernelstate, paths, settings, wire
 from ..wire import Signer
 from .buffer import OutputBuffer
 
@@ -89,9 +89,7 @@ class KernelOutput(OutputBuffer):
     def mark(self, parent: bytes) -> None:
         try:
             paths.private_dir(paths.KEEPER_PENDING_DIR)
-            tmp = self.marker.with_name(f".{self.kernel_id}.tmp")
-            tmp.write_bytes(parent)
-            os.replace(tmp, self.marker)
+            atomic.write(self.marker, parent, 0o600, fsync=False)
             super().mark(parent)
         except OSError as exc:
             log.warning("kernel %s: cannot mark kept output in the state volume: %s", self.kernel_id, exc)

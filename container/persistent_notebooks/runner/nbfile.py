@@ -18,7 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .. import paths
+from .. import atomic, paths
 
 META_KEY = "persistent_notebooks"
 SIDE_SUFFIX = ".run-{run}.ipynb"
@@ -147,38 +147,20 @@ def atomic_write(path: Path, text: str, unchanged=None) -> None:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
-    tmp = path.with_name(f".~{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            for start in range(0, len(text), WRITE_SLICE):
-                view = memoryview(text[start:start + WRITE_SLICE].encode())
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            if not text.endswith("\n"):
-                os.write(fd, b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        with paths.replacing_lock(path):  # Jupyter's saves rename under it too: none lands in between
+
+    def slices():
+        for start in range(0, len(text), WRITE_SLICE):
+            yield text[start:start + WRITE_SLICE].encode()
+        if not text.endswith("\n"):
+            yield b"\n"
+
+    def replace(tmp: Path, target: Path) -> None:
+        with paths.replacing_lock(target):  # Jupyter's saves rename under it too: none lands in between
             if unchanged is not None and not unchanged():
-                raise Changed(str(path))
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+                raise Changed(str(target))
+            os.replace(tmp, target)
+
+    atomic.write(path, slices(), mode, replace=replace, sync_folder=True)
 
 
 def correct_run_metadata(path: Path, run_id: str, fields: dict) -> bool:

@@ -6,9 +6,10 @@ Python is started every few seconds) reads it; so does `notebookctl health`.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
+
+from .. import atomic
 
 HEALTH_FILE = Path("/dev/shm/persistent-notebooks-health")
 # A report older than this is no report: the watchdog (or supervisord) is stuck. Docker's healthcheck
@@ -22,11 +23,7 @@ def uptime() -> int:
 
 def write_health(report: str, path: Path = HEALTH_FILE) -> None:
     """Replace the report, whole (a reader never sees half a line)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{uptime()} {' '.join(report.split())}\n")
-    os.replace(tmp, path)
+    atomic.write(path, f"{uptime()} {' '.join(report.split())}\n", 0o600, fsync=False)  # (a tmpfs)
 
 
 def read_health(path: Path = HEALTH_FILE) -> tuple[bool, str]:

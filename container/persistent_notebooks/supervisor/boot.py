@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .. import paths, settings
+from .. import atomic, paths, settings
 from ..log import log
 from ..preflight import STATE_DIR, WORKSPACE, check_all, resolve_token
 
@@ -21,9 +21,7 @@ def build_ca_bundle() -> None:
     if HOST_CA_BUNDLE.is_file():
         parts.append(HOST_CA_BUNDLE.read_text())
     bundle = settings.ca_bundle()
-    tmp = bundle.with_name(f".{bundle.name}.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, bundle)
+    atomic.write(bundle, "\n".join(parts), 0o644, fsync=False)
 
 
 def prepare_container() -> None:
