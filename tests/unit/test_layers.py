@@ -25,11 +25,23 @@ def module_name(path: Path, root: Path, prefix: str) -> str:
     return ".".join([prefix, *parts])
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node, but those under `if TYPE_CHECKING:` (imports for annotations only, never run)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
     """The modules of `known` that the file imports (a package's __init__ counts as the package)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -1,0 +1,415 @@
+"""The runner's service: its socket, the runs and follows going on, their records tidied, runs resumed after a
+container restart, outputs a full disk refused written once it can take them, and its idle exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import zmq.asyncio
+
+from .. import paths, settings
+from ..state.runs import ACTIVE, PENDING_SUFFIX, all_runs, describe, pending_outputs, resumable, runner_alive
+from . import nbfile
+from .follow import FollowRun
+from .kernel import RunError, api
+from .run import SAVE_RETRY, Run, cell_after, resolve_notebook
+
+log = logging.getLogger("notebook-runner")
+KEEP_FINISHED = 7 * 86400
+IDLE_EXIT = 60.0  # seconds with no run and no request, then the runner exits (started again on demand)
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.context = zmq.asyncio.Context()
+        self.runs: dict[str, Run] = {}
+        self.last_request = time.monotonic()
+        self.stopping = asyncio.Event()
+        self.oom_kills = self._oom_kills()
+        self.kernel_note: str | None = None  # said by kernel_for about its choice, noted in the run
+        self.pending_errors: dict[str, str] = {}  # run id -> why its kept outputs cannot be written yet
+        self.follows: dict[str, FollowRun] = {}  # kernel id -> the cells JupyterLab sent it, followed
+        self.follow_lock = asyncio.Lock()
+
+    @staticmethod
+    def _oom_kills() -> int:
+        try:
+            for line in Path("/sys/fs/cgroup/memory.events").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def oom_kills_changed(self) -> bool:
+        now = self._oom_kills()
+        changed, self.oom_kills = now > self.oom_kills, now
+        return changed
+
+    def finished(self, run: Run) -> None:
+        self.runs.pop(run.id, None)
+        if self.follows.get(run.record["kernel_id"]) is run:
+            del self.follows[run.record["kernel_id"]]
+        self.last_request = time.monotonic()
+
+    # --- records --------------------------------------------------------------------------------
+
+    def tidy_records(self) -> None:
+        """Runs another runner left active (it was killed) are marked interrupted; old ones go."""
+        if not paths.RUNS_DIR.is_dir():
+            return
+        for path in paths.RUNS_DIR.glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+                state = record["state"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if state in ACTIVE and not runner_alive(record) and record["id"] not in self.runs:
+                record.update(state="interrupted", reason="the end of the runner (it was killed)",
+                              ended=record.get("updated") or time.time())
+                paths.write_private(path, json.dumps(record, indent=1))
+                # The notebook's own record of the run said "running": it says what happened instead.
+                nbfile.correct_run_metadata(Path(record.get("saved_to") or record.get("path") or "/nonexistent"),
+                                            record["id"], {"state": "interrupted", "status": describe(record)})
+            elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
+                path.unlink(missing_ok=True)
+
+    def write_pending(self) -> int:
+        """Outputs kept in the state volume by a run whose runner ended before its notebook could take them
+        (Run.keep_pending): written into the notebook now if it can take them (a side file if its cells are
+        gone), the run's record saying so. Returns how many are still waiting."""
+        left = 0
+        for pending in pending_outputs():
+            run_id = pending.name.removesuffix(PENDING_SUFFIX)
+            if run_id in self.runs:
+                continue
+            try:
+                kept = nbfile.PendingOutputs.from_json(pending.read_text())
+                written = nbfile.write_outputs(kept, paths.RUNS_DIR)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # a full disk still: try again later
+                left += 1
+                if self.pending_errors.get(run_id) != str(exc):
+                    log.warning("run %s: its kept outputs cannot be written yet: %s", run_id, exc)
+                self.pending_errors[run_id] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - damaged, or not a valid notebook: kept aside, not retried
+                aside = pending.with_name(f"{run_id}.pending-unwritable.json")
+                pending.replace(aside)
+                log.warning("run %s: its kept outputs cannot be written (%s); they stay in %s", run_id, exc, aside)
+                self.note_on(run_id, f"its outputs, kept while the notebook could not be saved, cannot be written "
+                                     f"({exc}); they stay in {aside}")
+                continue
+            pending.unlink(missing_ok=True)
+            self.pending_errors.pop(run_id, None)
+            log.info("run %s: its kept outputs were written into %s", run_id, written)
+            self.note_on(run_id, f"its outputs, kept in the state volume while the notebook could not be saved, "
+                                 f"were written into {written} by the next runner", saved_to=written)
+        return left
+
+    @staticmethod
+    def note_on(run_id: str, text: str, saved_to: str | None = None) -> None:
+        """A note in the record of a run of another runner (its outputs' fate)."""
+        record_path = paths.RUNS_DIR / f"{run_id}.json"
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(record_path.read_text())
+            record["notes"] = [*(record.get("notes") or []), text]
+            if saved_to is not None:
+                record["write_error"] = None
+                if saved_to != record.get("path"):
+                    record["saved_to"] = saved_to
+            paths.write_private(record_path, json.dumps(record, indent=1))
+
+    async def resume_runs(self) -> None:
+        """Runs that a container stop or crash cut short go on in their restored kernels, from the cell
+        that was running, to the end of what they were to run."""
+        for old in all_runs():
+            if not resumable(old):
+                continue
+            request = {"notebook": old["notebook"], "kernel": old["kernel_id"], "keep_going": old.get("keep_going"),
+                       "cells": f"{old['cell']}-{old.get('last_cell') or ''}", "resumed_from": old}
+            if old.get("queued"):  # JupyterLab's cells (FollowRun): the code its page sent, not a range of the file
+                request.update(cells=None, queued=old["queued"], keep_going=False)
+            try:
+                run = await self.start(request)
+                old.update(resumed_by=run.id)
+                log.info("run %s resumes run %s (%s) from cell %s", run.id, old["id"], old["notebook"], old["cell"])
+            except RunError as exc:
+                old.update(resumed_by="-", resume_error=str(exc))
+                log.warning("run %s of %s could not be resumed: %s", old["id"], old["notebook"], exc)
+            paths.write_private(paths.RUNS_DIR / f"{old['id']}.json", json.dumps(
+                {**old, "state": "interrupted"}, indent=1))
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_request = time.monotonic()
+        try:
+            request = json.loads(await reader.readline())
+            reply = await self.dispatch(request)
+        except RunError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": f"bad request: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - answer, and keep serving
+            log.exception("request failed")
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(OSError):
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+        self.last_request = time.monotonic()
+
+    async def dispatch(self, request: dict) -> dict:
+        op = request["op"]
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "stop":
+            run = self.find(request["target"])
+            run.request_stop("stop")
+            return {"ok": True, "run": run.record}
+        if op == "start":
+            run = await self.start(request)
+            return {"ok": True, "run": run.record}
+        if op == "follow":
+            run = await self.follow(request)
+            return {"ok": True, "run": run.id}
+        raise RunError(f"unknown request {op!r}")
+
+    def find(self, target: str) -> Run:
+        found = [r for r in self.runs.values() if r.id.startswith(target)] if len(target) >= 4 else []
+        if not found:
+            try:
+                path, _ = resolve_notebook(target)
+                found = [r for r in self.runs.values() if r.path == path]
+            except RunError:
+                pass
+        if not found:
+            raise RunError(f"no run of {target!r} is going on; see notebookctl runs")
+        return found[0]
+
+    async def start(self, request: dict) -> Run:
+        if self.stopping.is_set():
+            raise RunError("the container is stopping; start the run again once it is back")
+        path, rel = resolve_notebook(request.get("notebook") or await asyncio.to_thread(
+            self.notebook_of_kernel, request.get("kernel")))
+        for other in self.runs.values():
+            if other.path == path:
+                raise RunError(f"{rel} is already being run (run {other.id}, {describe(other.record)}); wait for "
+                               f"it, or end it with `notebookctl run --stop {rel}`.")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise RunError(f"{rel} is not a notebook (not UTF-8 text).") from None
+        except OSError as exc:
+            raise RunError(f"{rel}: cannot read it ({exc.strerror}).") from None
+        try:
+            nb = nbfile.parse(text, rel)
+            count = len(nb["cells"])
+            if request.get("queued"):
+                first, last = 1, count
+            elif request.get("after"):
+                first, last = cell_after(nb, request["after"], rel), count
+            elif request.get("cells"):
+                first, last = nbfile.parse_range(request["cells"], count)
+            else:
+                first, last = int(request.get("from") or 1), count
+                if not 1 <= first <= count:
+                    raise nbfile.NotebookError(f"--from {first}: the notebook has {count} cells.")
+            ids_added = nbfile.ensure_ids(nb)  # in memory: the file is written only once every check passed
+            nbfile.validate(nb)
+        except nbfile.NotebookError as exc:
+            raise RunError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - nbformat's ValidationError and friends
+            raise RunError(f"{rel} is not a valid notebook: {str(exc).splitlines()[0]}. Open it in Jupyter or "
+                           "VSCode and save it again.") from None
+        cells = nbfile.plan(nb, first, last)
+        if request.get("queued"):
+            numbers = {c.get("id"): n for n, c in enumerate(nb["cells"], 1)}
+            cells = [{"id": q["id"], "number": numbers.get(q["id"]), "source": q["source"], "given": True}
+                     for q in request["queued"]]
+        if not cells:
+            raise RunError(f"{rel}: no code cells to run in cells {first}-{last}.")
+        self.kernel_note = None
+        kernel_id, kernel_name = await asyncio.to_thread(self.kernel_for, rel, nb, request.get("kernel"))
+        if ids_added:
+            import nbformat
+
+            nbfile.atomic_write(path, nbformat.writes(nbformat.from_dict(nb), version=nbformat.NO_CONVERT))
+        selection = "JupyterLab's cells left at a container stop" if request.get("queued") else \
+            request.get("cells") or (f"{first}-" if first > 1 else "all")
+        run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection,
+                  resume=request.get("resume", True) is not False, resumed_from=request.get("resumed_from"))
+        self.runs[run.id] = run
+        if self.kernel_note:
+            run.note(self.kernel_note)
+        run.task = asyncio.ensure_future(run.main())
+        log.info("run %s: %s, %d cells, kernel %s (%s)", run.id, rel, len(cells), kernel_id, kernel_name)
+        return run
+
+    async def follow(self, request: dict) -> FollowRun:
+        """A cell JupyterLab is sending to a kernel (the server asks, and forwards it once answered): followed
+        with the others that page sent the kernel, for the notebook of the kernel's session."""
+        if self.stopping.is_set():
+            raise RunError("the container is stopping")
+        kernel_id = request["kernel"]
+        for attempt in range(2):
+            run = await self._follow_of(kernel_id)
+            try:
+                await run.add(request["msg_id"], request["cell_id"], request["code"], request["client"])
+                return run
+            except RunError:
+                if attempt or not run.record.get("state") == "done":
+                    raise  # (a follow that ended just now, after its linger, is replaced once)
+        raise AssertionError("unreachable")
+
+    async def _follow_of(self, kernel_id: str) -> FollowRun:
+        async with self.follow_lock:
+            run = self.follows.get(kernel_id)
+            if run is None or run.stop_reason or run.task.done():
+                record = paths.read_record(kernel_id)
+                if record is None:
+                    raise RunError(f"no running kernel {kernel_id[:8]}")
+                path, rel = resolve_notebook(await asyncio.to_thread(self.notebook_of_kernel, kernel_id))
+                try:
+                    nb = nbfile.parse(await asyncio.to_thread(path.read_text), rel)
+                except (OSError, UnicodeDecodeError, nbfile.NotebookError) as exc:
+                    raise RunError(f"{rel} cannot be read as a notebook: {exc}") from None
+                run = FollowRun(self, path, rel, nb, kernel_id, record.get("kernel_name") or "")
+                self.runs[run.id] = run
+                self.follows[kernel_id] = run
+                run.task = asyncio.ensure_future(run.main())
+                log.info("follow %s: cells JupyterLab sends kernel %s for %s", run.id, kernel_id[:8], rel)
+            return run
+
+    def notebook_of_kernel(self, kernel_id: str | None) -> str:
+        """The notebook a running kernel belongs to (for %run_on_server): its sessions' paths that are notebook
+        files, and the notebook whose cells it last ran (VSCode's sessions are named otherwise); exactly one."""
+        if not kernel_id:
+            raise RunError("no notebook given: name the notebook to run.")
+        record = next((r for r in paths.live_records() if r.get("kernel_id") == kernel_id), None)
+        if record is None:
+            raise RunError(f"no running kernel {kernel_id[:8]}: name the notebook to run.")
+        found = {s["path"].lstrip("/") for s in api("GET", "/api/sessions") or []
+                 if (s.get("kernel") or {}).get("id") == kernel_id and s.get("path", "").endswith(".ipynb")
+                 and (settings.WORKSPACE / s["path"].lstrip("/")).is_file()}
+        if record.get("notebook"):
+            found.add(record["notebook"])
+        if not found:
+            raise RunError("this kernel belongs to no notebook the server knows (no notebook file has it as its "
+                           "session, and it ran no cell of one): name the notebook, e.g. %run_on_server a/b.ipynb")
+        if len(found) > 1:
+            raise RunError(f"this kernel runs {len(found)} notebooks ({', '.join(sorted(found))}): name the one to "
+                           "run, e.g. %run_on_server " + sorted(found)[0])
+        return found.pop()
+
+    def kernel_for(self, rel: str, nb: dict, wanted: str | None) -> tuple[str, str]:
+        """The kernel of the notebook's session, or one named, or a new session with the notebook's
+        kernelspec (so that an editor attaching afterwards finds this kernel)."""
+        sessions = [s for s in api("GET", "/api/sessions") or []
+                    if (s.get("path") or "").lstrip("/") == rel and s.get("kernel")]
+        # VSCode's sessions are named otherwise (NAME-jvsc-UUID.ipynb): its kernel is known by the cells it
+        # ran (server.sessions.note_notebook). The most recent one of the notebook's kernels, said so.
+        editor = sorted((r for r in paths.live_records() if r.get("notebook") == rel),
+                        key=lambda r: r.get("notebook_seen") or 0, reverse=True)
+        if editor and not wanted:
+            chosen = editor[0]
+            others = {s["kernel"]["id"] for s in sessions} | {r["kernel_id"] for r in editor[1:]}
+            others.discard(chosen["kernel_id"])
+            if others:
+                self.kernel_note = (f"{rel} has {len(others) + 1} kernels (two editor windows?): ran in "
+                                    f"{chosen['kernel_id'][:8]}, the one that ran a cell of it last")
+            return chosen["kernel_id"], chosen["kernel_name"]
+        session = sessions[0] if sessions else None
+        specs = api("GET", "/api/kernelspecs")
+        names = sorted(specs["kernelspecs"])
+        if wanted:
+            kernels = api("GET", "/api/kernels") or []
+            by_id = [k for k in kernels if len(wanted) >= 4 and k["id"].startswith(wanted)]
+            if len(by_id) > 1:
+                raise RunError(f"--kernel {wanted} matches {len(by_id)} kernels; give more of its id.")
+            if by_id:
+                kernel = by_id[0]
+                if session and session["kernel"]["id"] != kernel["id"]:
+                    raise RunError(f"{rel} is open with kernel {session['kernel']['id'][:8]}; omit --kernel to "
+                                   "run in it, or stop that kernel first (notebookctl kernels stop).")
+                if not session:
+                    api("POST", "/api/sessions", {"path": rel, "type": "notebook", "name": Path(rel).name,
+                                                  "kernel": {"id": kernel["id"]}})
+                return kernel["id"], kernel["name"]
+            if wanted not in names:
+                raise RunError(f"--kernel {wanted}: no running kernel has that id and no kernel has that name "
+                               f"(kernels: {', '.join(names)}; running: notebookctl kernels).")
+            name = wanted
+        elif session:
+            return session["kernel"]["id"], session["kernel"]["name"]
+        else:
+            name = ((nb.get("metadata") or {}).get("kernelspec") or {}).get("name") or specs["default"]
+            if name not in names:
+                raise RunError(f"{rel} asks for kernel {name!r} (metadata.kernelspec), which is not here "
+                               f"(kernels: {', '.join(names)}). Run it with --kernel NAME.")
+        if session:
+            if session["kernel"]["name"] != name:
+                raise RunError(f"{rel} is open with a {session['kernel']['name']} kernel, not {name}; omit "
+                               "--kernel, or stop that kernel first (notebookctl kernels stop).")
+            return session["kernel"]["id"], name
+        made = api("POST", "/api/sessions", {"path": rel, "type": "notebook", "name": Path(rel).name,
+                                             "kernel": {"name": name}})
+        return made["kernel"]["id"], name
+
+    # --- life -------------------------------------------------------------------------------------
+
+    def container_stop(self) -> None:
+        log.info("stopping: %d run(s) end here, each saving where it stopped", len(self.runs))
+        self.stopping.set()
+        for run in self.runs.values():
+            run.request_stop("container stop")
+
+    async def serve(self) -> int:
+        paths.private_dir(paths.RUN_DIR)
+        paths.private_dir(paths.RUNS_DIR)
+        self.tidy_records()
+        paths.RUNNER_SOCKET.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(self.handle, path=str(paths.RUNNER_SOCKET))
+        paths.RUNNER_SOCKET.chmod(0o600)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.container_stop)
+        log.info("ready on %s", paths.RUNNER_SOCKET)
+        await self.resume_runs()
+        pending = await asyncio.to_thread(self.write_pending)
+        last_tidy = last_pending = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            if self.stopping.is_set():
+                break
+            if pending and time.monotonic() - last_pending > SAVE_RETRY:
+                pending = await asyncio.to_thread(self.write_pending)
+                last_pending = time.monotonic()
+            if not self.runs and not pending and time.monotonic() - self.last_request > IDLE_EXIT:
+                log.info("nothing to run for %.0f s: exiting (notebookctl run starts it again)", IDLE_EXIT)
+                break
+            if time.monotonic() - last_tidy > 3600:
+                self.tidy_records()
+                last_tidy = time.monotonic()
+        server.close()
+        paths.RUNNER_SOCKET.unlink(missing_ok=True)
+        tasks = [run.task for run in self.runs.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=4)  # within supervisord's stopwaitsecs
+        return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="notebook-runner: %(message)s")
+    return asyncio.run(Runner().serve())
