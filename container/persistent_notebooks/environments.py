@@ -46,6 +46,8 @@ class EnvError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
+    """A Python environment offered as a kernel: one made with `notebookctl env`, or a .venv in the workspace."""
+
     kernel_name: str
     label: str  # NAME, or the workspace path of the .venv
     prefix: Path

@@ -105,6 +105,8 @@ class KernelOutput(OutputBuffer):
 
 
 class Keeper:
+    """Every running kernel's output while no client reads it, kept; the kernels ended cleanly at container stop."""
+
     def __init__(self) -> None:
         self.context = zmq.asyncio.Context()
         self.limit = settings.away_buffer()

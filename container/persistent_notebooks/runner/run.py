@@ -33,6 +33,8 @@ SAVE_RETRY = 2.0  # seconds between tries to save a finished run's outputs that 
 
 
 class Run:
+    """One server-side run of a notebook's cells in a kernel, its outputs merged into the file, its record kept."""
+
     def __init__(self, runner: Runner, path: Path, rel: str, nb: dict, cells: list[dict], kernel_id: str,
                  kernel_name: str, keep_going: bool, selection: str, resume: bool = True,
                  resumed_from: dict | None = None) -> None:

@@ -28,6 +28,8 @@ IDLE_EXIT = 60.0  # seconds with no run and no request, then the runner exits (s
 
 
 class Runner:
+    """The runner's service: its socket and requests, the runs and follows going on, their records."""
+
     def __init__(self) -> None:
         self.context = zmq.asyncio.Context()
         self.runs: dict[str, Run] = {}

@@ -17,6 +17,8 @@ AUTHORIZATION = re.compile(r"((?:Authorization|token)['\"]?\s*[:=]\s*['\"]?(?:to
 
 
 class MaskToken(logging.Filter):
+    """Replaces the server's token wherever it stands in a log record."""
+
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
         try:

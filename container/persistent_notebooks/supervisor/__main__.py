@@ -35,6 +35,8 @@ def patched_supervisord():
     from .watchdog import Watchdog
 
     class Supervisor(supervisord.Supervisor):
+        """supervisord, with a program due to (re)start started at once, and the watchdog thread."""
+
         def start_due(self) -> bool:
             for group in self.process_groups.values():
                 for process in group.processes.values():

@@ -180,6 +180,8 @@ class Watched:
 
 
 class Watchdog:
+    """A thread of supervisord's: heals programs stopped, hung or failed, and writes the health report."""
+
     def __init__(self, supervisord) -> None:
         self.supervisord = supervisord
         self.watched = [Watched("jupyter", "Jupyter", probe_jupyter),
