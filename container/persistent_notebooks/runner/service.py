@@ -16,7 +16,7 @@ from pathlib import Path
 import zmq.asyncio
 
 from .. import paths, settings
-from ..state.runs import ACTIVE, PENDING_SUFFIX, all_runs, describe, pending_outputs, resumable, runner_alive
+from ..state.runs import ACTIVE, PENDING_SUFFIX, all_runs, cut_short, describe, pending_outputs, resumable
 from . import nbfile
 from .follow import FollowRun
 from .kernel import RunError, api
@@ -74,7 +74,7 @@ class Runner:
                 state = record["state"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if state in ACTIVE and not runner_alive(record) and record["id"] not in self.runs:
+            if cut_short(record) and record["id"] not in self.runs:
                 record.update(state="interrupted", reason="the end of the runner (it was killed)",
                               ended=record.get("updated") or time.time())
                 paths.write_private(path, json.dumps(record, indent=1))

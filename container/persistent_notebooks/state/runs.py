@@ -56,6 +56,12 @@ def runner_alive(record: dict) -> bool:
     return b"persistent_notebooks.runner" in cmdline and (started is None or paths.process_start_time(pid) == started)
 
 
+def cut_short(record: dict) -> bool:
+    """The run was going on when its runner ended (killed, or gone with the container): interrupted. The one place
+    that says so: `runs` shows it, the next runner records it, resuming starts from it."""
+    return record.get("state") in ACTIVE and not runner_alive(record)
+
+
 def resumable(record: dict) -> bool:
     """A run that a container stop or crash cut short, asked to go on (not --no-resume), whose kernel
     has been started again with its saved variables since."""
@@ -63,7 +69,7 @@ def resumable(record: dict) -> bool:
         return False
     if record.get("cells_total") and record.get("cells_done", 0) >= record["cells_total"]:
         return False  # every cell ran: only its outputs were left to write (kept outputs, written on)
-    if record.get("state") != "interrupted" and not (record.get("state") in ACTIVE and not runner_alive(record)):
+    if record.get("state") != "interrupted" and not cut_short(record):
         return False
     kernel = paths.read_record(record.get("kernel_id") or "")
     since = record.get("updated") or record.get("started") or 0
@@ -81,7 +87,7 @@ def all_runs() -> list[dict]:
             record["state"]  # noqa: B018 - a record without a state is skipped
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if record["state"] in ACTIVE and not runner_alive(record):
+        if cut_short(record):
             record.update(state="interrupted", reason="the end of the runner (it was killed)")
         runs.append(record)
     runs.sort(key=lambda r: r.get("started") or 0, reverse=True)
