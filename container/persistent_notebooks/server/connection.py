@@ -28,6 +28,7 @@ from tornado.iostream import StreamBufferFullError
 from tornado.websocket import WebSocketClosedError
 
 from .. import settings
+from ..wire import DELIM
 from .coalesce import Coalescer, coalesce
 from .follow import hand_over, lab_cell
 from .keeperclient import KEEPER
@@ -38,7 +39,6 @@ PING_PREFIX = b"pn-ack-"
 CATCH_UP = 2.0  # seconds the keeper may make no progress towards the first live message, then live
 CATCH_UP_MAX = 15.0  # ... and in all (meanwhile live messages wait in the server's memory)
 REPLAYED_FOR = 30.0
-DELIM = b"<IDS|MSG>"
 KEEPING = settings.away_buffer() > 0
 # Bytes sent to a client and not read by it, at most (then its connection is dropped): room for a whole replay
 # of what the keeper holds (NOTEBOOK_AWAY_BUFFER) to a slow client, and 16 MiB of live output.
