@@ -33,6 +33,12 @@ def frame(obj: dict) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
+async def read_frame(reader) -> dict:
+    """The next frame from an asyncio stream (both ends of the keeper's socket); IncompleteReadError at its end."""
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return json.loads(await reader.readexactly(length))
+
+
 def pack_messages(messages: list[list[bytes]]) -> bytes:
     out = []
     for frames in messages:

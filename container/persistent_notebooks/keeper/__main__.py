@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import signal
-import struct
 import sys
 import time
 from pathlib import Path
@@ -147,8 +146,7 @@ class Keeper:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                (length,) = struct.unpack("!I", await reader.readexactly(4))
-                request = json.loads(await reader.readexactly(length))
+                request = await wire.read_frame(reader)
                 reply, payload = self.handle(request)
                 if "id" in request:
                     reply["id"] = request["id"]

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import json
 import logging
-import struct
 
 from .. import paths, programs, wire
 
@@ -43,8 +42,7 @@ class KeeperClient:
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                (length,) = struct.unpack("!I", await reader.readexactly(4))
-                reply = json.loads(await reader.readexactly(length))
+                reply = await wire.read_frame(reader)
                 payload = await reader.readexactly(reply["payload"]) if "payload" in reply else b""
                 future = self.pending.pop(reply.get("id"), None)
                 if future and not future.done():
