@@ -192,7 +192,9 @@ class Runner:
         if not found:
             try:
                 path, _ = resolve_notebook(target)
-                found = [r for r in self.runs.values() if r.path == path]
+                # a run of the notebook before JupyterLab's cells followed in it (those end with the page's cells)
+                found = sorted((r for r in self.runs.values() if r.path == path),
+                               key=lambda r: isinstance(r, FollowRun))
             except RunError:
                 pass
         if not found:
@@ -205,7 +207,8 @@ class Runner:
         path, rel = resolve_notebook(request.get("notebook") or await asyncio.to_thread(
             self.notebook_of_kernel, request.get("kernel")))
         for other in self.runs.values():
-            if other.path == path:
+            # (JupyterLab's cells followed are no run of the notebook: %run_on_server from JupyterLab is one of them)
+            if other.path == path and not isinstance(other, FollowRun):
                 raise RunError(f"{rel} is already being run (run {other.id}, {describe(other.record)}); wait for "
                                f"it, or end it with `notebookctl run --stop {rel}`.")
         try:
