@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from .. import paths, programs
 
 ASK_TIMEOUT = 10.0  # the runner's start (on demand) included
+PAUSE = 30.0  # seconds no cell is handed over after the runner failed to answer (a hung one is replaced meanwhile)
+_paused_until = 0.0
 log = logging.getLogger("ServerApp")
 
 
@@ -53,7 +55,11 @@ async def _ask(request: dict) -> dict:
 
 
 async def hand_over(cell: SentCell) -> bool:
-    """Have the runner follow the cell; True once it does, False (logged) if it cannot within ASK_TIMEOUT."""
+    """Have the runner follow the cell; True once it does, False (logged) if it cannot within ASK_TIMEOUT (and then
+    for PAUSE seconds no cell waits on it)."""
+    global _paused_until
+    if time.monotonic() < _paused_until:
+        return False
     deadline = time.monotonic() + ASK_TIMEOUT
     started = False
     while True:
@@ -77,7 +83,8 @@ async def hand_over(cell: SentCell) -> bool:
             await asyncio.sleep(0.1)
         except (TimeoutError, OSError):
             break
+    _paused_until = time.monotonic() + PAUSE
     log.warning("persistent-notebooks: the notebook runner did not answer within %.0f s: cell %s of kernel %s "
-                "runs unfollowed (its outputs reach the file only when JupyterLab saves it)", ASK_TIMEOUT,
-                cell.cell_id[:8], cell.kernel[:8])
+                "runs unfollowed (its outputs reach the file only when JupyterLab saves it), and so do the cells of "
+                "the next %.0f s", ASK_TIMEOUT, cell.cell_id[:8], cell.kernel[:8], PAUSE)
     return False
