@@ -53,6 +53,7 @@ class FollowRun(Run):
         self.page_connected = True
         self.last_activity = time.monotonic()
         self.ended_at: float | None = None  # when the last followed cell ended
+        self.ended_wall = 0.0  # ... as the clock of file times counts
         self.channels: KernelChannels | None = None
         self.following = asyncio.Event()
 
@@ -95,7 +96,13 @@ class FollowRun(Run):
         return bool(set(model.get("clients") or []) & self.clients)
 
     def file_holds_outputs(self) -> bool:
-        """The page saved the followed cells' outputs itself: each cell's count in the file is the one it ran with."""
+        """The page saved the followed cells' outputs itself: saved after the last of them ended (an autosave during
+        a cell holds part of its output), each cell's count in the file the one it ran with."""
+        try:
+            if self.path.stat().st_mtime <= self.ended_wall:
+                return False
+        except OSError:
+            return False
         nb = self._read_current()
         if nb is None:
             return False
@@ -122,7 +129,7 @@ class FollowRun(Run):
                 cell.done = True
                 self.record["cells_done"] = sum(c.done for c in self.sent.values())
                 if all(c.done for c in self.sent.values()):
-                    self.ended_at = time.monotonic()
+                    self.ended_at, self.ended_wall = time.monotonic(), time.time()
             return
         if msg_type == "execute_input" or cell.cell_id not in self.results:  # a new execution replaces the last
             self.results[cell.cell_id] = nbfile.CellOutputs(self.displays)
