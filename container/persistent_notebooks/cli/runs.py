@@ -13,7 +13,7 @@ import sys
 import time
 
 from .. import paths, programs
-from ..state.runs import ACTIVE, describe, read_run
+from ..state.runs import ACTIVE, RunState, describe, read_run
 
 START_TIMEOUT = 20.0
 
@@ -128,7 +128,7 @@ def follow(run_id: str, out=sys.stderr) -> int:
                     print(f"note: {note}", file=out)
                 if record.get("saved_to"):
                     print(f"outputs saved to {record['saved_to']}", file=out)
-                return 0 if record["state"] == "done" and not record.get("errors") else 1
+                return 0 if record["state"] == RunState.DONE and not record.get("errors") else 1
             time.sleep(0.2)
     except KeyboardInterrupt:
         if tty:

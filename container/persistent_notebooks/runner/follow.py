@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import jupyterapi, paths
+from ..state.runs import RunState
 from . import nbfile
 from .kernel import KernelChannels, RunError
 from .run import TICK, Run
@@ -124,7 +125,7 @@ class FollowRun(Run):
                     earlier.done = True
                 numbers = {c.get("id"): n for n, c in enumerate(self.base["cells"], 1)}
                 self.record["cell"] = numbers.get(cell.cell_id) or f"{cell.cell_id[:8]} (not saved)"
-                self.set_state("running")
+                self.set_state(RunState.RUNNING)
             elif state == "idle":
                 cell.done = True
                 self.record["cells_done"] = sum(c.done for c in self.sent.values())
@@ -149,10 +150,10 @@ class FollowRun(Run):
             self.following.set()
             await self.follow()
         except RunError as exc:
-            self.set_state("failed", error=str(exc), ended=time.time())
+            self.set_state(RunState.FAILED, error=str(exc), ended=time.time())
         except Exception as exc:  # noqa: BLE001 - a bug must end this follow, recorded, not the runner
             log.exception("follow %s failed", self.id)
-            self.set_state("failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
+            self.set_state(RunState.FAILED, error=f"{type(exc).__name__}: {exc}", ended=time.time())
         finally:
             self.stop_reason = self.stop_reason or "ended"  # no more cells join; what is held is written
             self.following.set()
@@ -198,6 +199,6 @@ class FollowRun(Run):
                     f"start in the restored kernel, with the {len(left) - 1} cell(s) JupyterLab had queued after it.")
                 self.dirty = True
             self.record.update(resume=True, queued=[{"id": c.cell_id, "source": c.source} for c in left])
-            self.set_state("interrupted", reason="a container stop", ended=time.time())
+            self.set_state(RunState.INTERRUPTED, reason="a container stop", ended=time.time())
         else:
-            self.set_state("done", ended=time.time())
+            self.set_state(RunState.DONE, ended=time.time())

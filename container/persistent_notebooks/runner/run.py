@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import kernelstate, paths, settings
-from ..state.runs import ACTIVE, PENDING_SUFFIX, describe
+from ..state.runs import ACTIVE, PENDING_SUFFIX, RunState, describe
 from . import nbfile
 from .kernel import KernelChannels, RunError
 
@@ -66,7 +66,7 @@ class Run:
         self.record = {
             "id": self.id, "notebook": rel, "path": str(path), "kernel_id": kernel_id, "kernel_name": kernel_name,
             "selection": selection, "keep_going": keep_going, "cells_total": len(cells), "cells_done": 0,
-            "cell": cells[0]["number"] if cells else None, "state": "starting", "reason": None, "error": None,
+            "cell": cells[0]["number"] if cells else None, "state": RunState.STARTING, "reason": None, "error": None,
             "started": time.time(), "ended": None, "updated": time.time(), "runner_pid": os.getpid(),
             "runner_start": paths.process_start_time(os.getpid()), "resume": resume,
             "resumed_from": resumed_from["id"] if resumed_from else None,
@@ -275,11 +275,11 @@ class Run:
                                    f"({restored['failure']})")
             await self.execute_all(channels)
         except RunError as exc:
-            self.set_state("failed", error=str(exc), ended=time.time())
+            self.set_state(RunState.FAILED, error=str(exc), ended=time.time())
             self.note(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must end this run, recorded, not the runner
             log.exception("run %s failed", self.id)
-            self.set_state("failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
+            self.set_state(RunState.FAILED, error=f"{type(exc).__name__}: {exc}", ended=time.time())
         finally:
             if channels is not None:
                 channels.close()
@@ -296,7 +296,7 @@ class Run:
             return
         final = {k: self.record[k] for k in ("state", "error", "ended")}
         while self.write_error and not self.runner.stopping.is_set():
-            self.set_state("saving", ended=None)
+            self.set_state(RunState.SAVING, ended=None)
             self.save_record()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.runner.stopping.wait(), SAVE_RETRY)
@@ -308,7 +308,7 @@ class Run:
             await self.flush(force=True)  # the notebook's metadata says how it ended, not `saving`
         if self.write_error:  # the container stops: the outputs are in the state volume, for the next runner
             kept = "kept in the state volume: the next runner writes them" if self.pending.exists() else "lost"
-            self.record.update(state="failed", error=f"outputs not saved: {self.write_error}; {kept}")
+            self.record.update(state=RunState.FAILED, error=f"outputs not saved: {self.write_error}; {kept}")
 
     async def execute_all(self, channels: KernelChannels) -> None:
         for index, cell in enumerate(self.cells):
@@ -337,22 +337,22 @@ class Run:
             break
         await self.flush(force=True)  # before the end is said: with outputs unsaved, it is `saving` first
         ended = time.time()
-        if self.record["state"] == "failed":
+        if self.record["state"] == RunState.FAILED:
             self.record["ended"] = ended
             self.save_record()
         elif self.stop_reason == "container stop":
-            self.set_state("interrupted", reason="a container stop", ended=ended)
+            self.set_state(RunState.INTERRUPTED, reason="a container stop", ended=ended)
         elif self.stop_reason:
-            self.set_state("stopped", ended=ended)
+            self.set_state(RunState.STOPPED, ended=ended)
         else:
-            self.set_state("done", ended=ended)
+            self.set_state(RunState.DONE, ended=ended)
 
     async def execute(self, channels: KernelChannels, outputs: nbfile.CellOutputs, code: str) -> str:
         """Run one cell; 'ok', 'error' (an exception in the cell), or 'ended' (the run ends here)."""
         msg_id = channels.send("shell", "execute_request", {
             "code": code, "silent": False, "store_history": True, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": not self.keep_going})
-        self.set_state("waiting")
+        self.set_state(RunState.WAITING)
         reply: dict | None = None
         idle = interrupted = False
         while reply is None or not idle:
@@ -366,7 +366,7 @@ class Run:
                     if msg_type == "status":
                         state = msg["content"].get("execution_state")
                         if state == "busy":
-                            self.set_state("running")
+                            self.set_state(RunState.RUNNING)
                         elif state == "idle":
                             idle = True
                     elif outputs.add(msg_type, msg["content"]):
@@ -381,7 +381,7 @@ class Run:
                              f"{self.id} ended here (cell {self.record['cell']}).")
                 self.dirty = True
                 return "ended"
-            if self.stop_reason == "stop" and self.record["state"] == "running" and not interrupted:
+            if self.stop_reason == "stop" and self.record["state"] == RunState.RUNNING and not interrupted:
                 self.interrupt()
                 interrupted = True
             if not self.kernel_alive():
@@ -389,7 +389,7 @@ class Run:
                 outputs.fail("DeadKernelError", f"The kernel died while this cell ran{oom}; the run "
                              f"{self.id} ended at cell {self.record['cell']}.")
                 self.dirty = True
-                self.set_state("failed", error=f"the kernel died{oom}")
+                self.set_state(RunState.FAILED, error=f"the kernel died{oom}")
                 return "ended"
             await self.flush()
             self.save_record(force=False)
@@ -409,7 +409,7 @@ class Run:
         ename = reply.get("ename") or status or "error"
         self.record["errors"].append({"cell": self.record["cell"], "error": ename})
         if not self.keep_going:
-            self.set_state("failed", error=ename)
+            self.set_state(RunState.FAILED, error=ename)
         return "error"
 
     def interrupt(self) -> None:

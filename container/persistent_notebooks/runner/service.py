@@ -16,7 +16,7 @@ from pathlib import Path
 import zmq.asyncio
 
 from .. import paths, settings
-from ..state.runs import ACTIVE, PENDING_SUFFIX, all_runs, cut_short, describe, pending_outputs, resumable
+from ..state.runs import ACTIVE, PENDING_SUFFIX, RunState, all_runs, cut_short, describe, pending_outputs, resumable
 from . import nbfile
 from .follow import FollowRun
 from .kernel import RunError, api
@@ -75,12 +75,12 @@ class Runner:
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             if cut_short(record) and record["id"] not in self.runs:
-                record.update(state="interrupted", reason="the end of the runner (it was killed)",
+                record.update(state=RunState.INTERRUPTED, reason="the end of the runner (it was killed)",
                               ended=record.get("updated") or time.time())
                 paths.write_private(path, json.dumps(record, indent=1))
                 # The notebook's own record of the run said "running": it says what happened instead.
                 nbfile.correct_run_metadata(Path(record.get("saved_to") or record.get("path") or "/nonexistent"),
-                                            record["id"], {"state": "interrupted", "status": describe(record)})
+                                            record["id"], {"state": RunState.INTERRUPTED, "status": describe(record)})
             elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
                 path.unlink(missing_ok=True)
 
@@ -149,7 +149,7 @@ class Runner:
                 old.update(resumed_by="-", resume_error=str(exc))
                 log.warning("run %s of %s could not be resumed: %s", old["id"], old["notebook"], exc)
             paths.write_private(paths.RUNS_DIR / f"{old['id']}.json", json.dumps(
-                {**old, "state": "interrupted"}, indent=1))
+                {**old, "state": RunState.INTERRUPTED}, indent=1))
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -273,7 +273,7 @@ class Runner:
                 await run.add(request["msg_id"], request["cell_id"], request["code"], request["client"])
                 return run
             except RunError:
-                if attempt or not run.record.get("state") == "done":
+                if attempt or not run.record.get("state") == RunState.DONE:
                     raise  # (a follow that ended just now, after its linger, is replaced once)
         raise AssertionError("unreachable")
 

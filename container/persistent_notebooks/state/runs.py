@@ -5,11 +5,26 @@ removes them (it is their one owner); the CLI reads them here.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 
 from .. import paths
 
-ACTIVE = ("starting", "waiting", "running", "saving")
+
+class RunState(StrEnum):
+    """What a run is doing, or how it ended, as its record says (`state`: the string in the record's JSON)."""
+
+    STARTING = "starting"
+    WAITING = "waiting"  # its cell was sent; the kernel is busy with another client's
+    RUNNING = "running"
+    SAVING = "saving"  # ran; its outputs wait for the notebook to take them (a full disk)
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"  # by `run --stop`
+    INTERRUPTED = "interrupted"  # by a container stop, or the end of its runner
+
+
+ACTIVE = (RunState.STARTING, RunState.WAITING, RunState.RUNNING, RunState.SAVING)
 
 
 def describe(record: dict) -> str:
@@ -22,23 +37,23 @@ def describe(record: dict) -> str:
 
 def _describe(record: dict) -> str:
     state, cell = record.get("state"), record.get("cell")
-    if state == "done":
+    if state == RunState.DONE:
         errors = record.get("errors") or []
         return "done" + (", with errors in " + ", ".join(f"cell {e['cell']} ({e['error']})" for e in errors)
                          if errors else "")
-    if state == "failed":
+    if state == RunState.FAILED:
         return f"failed at cell {cell}" + (f" ({record['error']})" if record.get("error") else "")
-    if state == "stopped":
+    if state == RunState.STOPPED:
         return f"stopped at cell {cell}"
-    if state == "interrupted":
+    if state == RunState.INTERRUPTED:
         text = f"interrupted by {record.get('reason') or 'a container stop'} at cell {cell}"
         return text + (f", resumed as run {record['resumed_by']}" if record.get("resumed_by") else "")
-    if state == "waiting":
+    if state == RunState.WAITING:
         return f"waiting at cell {cell}: the kernel is busy with another request"
-    if state == "saving":
+    if state == RunState.SAVING:
         return f"ran to cell {cell}; its outputs are kept and saved once the notebook can be written " \
                f"({record.get('write_error') or 'retrying'})"
-    if state == "running":
+    if state == RunState.RUNNING:
         return f"running cell {cell}"
     return str(state)
 
@@ -69,7 +84,7 @@ def resumable(record: dict) -> bool:
         return False
     if record.get("cells_total") and record.get("cells_done", 0) >= record["cells_total"]:
         return False  # every cell ran: only its outputs were left to write (kept outputs, written on)
-    if record.get("state") != "interrupted" and not cut_short(record):
+    if record.get("state") != RunState.INTERRUPTED and not cut_short(record):
         return False
     kernel = paths.read_record(record.get("kernel_id") or "")
     since = record.get("updated") or record.get("started") or 0
@@ -88,7 +103,7 @@ def all_runs() -> list[dict]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if cut_short(record):
-            record.update(state="interrupted", reason="the end of the runner (it was killed)")
+            record.update(state=RunState.INTERRUPTED, reason="the end of the runner (it was killed)")
         runs.append(record)
     runs.sort(key=lambda r: r.get("started") or 0, reverse=True)
     return runs
