@@ -382,6 +382,16 @@ print(waited, open(path).read())
 """
 
 
+def test_the_runner_ends_by_itself_once_idle(stack: Stack):
+    """The runner, started for a run, should exit by itself a minute after its last work (IDLE_EXIT), though the
+    watchdog pings it every few seconds meanwhile: an idle stack pays nothing for it."""
+    write_notebook(stack, "idle.ipynb", [cell("print('ran')")])
+    assert wait_run(stack, start_run(stack, "idle.ipynb"))["state"] == "done"
+    assert stack.programs().get("notebook-runner") == "RUNNING"
+    wait_for(lambda: stack.programs().get("notebook-runner") in ("EXITED", "STOPPED"), 90,
+             "the runner to exit by itself, idle (IDLE_EXIT is 60 s)")
+
+
 def test_a_hung_runner_is_replaced_and_answers_meanwhile(stack: Stack):
     """A runner that hangs (SIGSTOP) should be replaced by the watchdog; a new run asked meanwhile is answered
     by the new runner, and the hung one's run is marked interrupted."""

@@ -24,6 +24,7 @@ PAGE_CHECK = 2.0  # seconds between checks that the page which sent followed cel
 FOLLOW_LINGER = 30.0  # seconds a follow goes on after its last cell ended, for the next cells of the page
 HANDOVER_GRACE = 150.0  # seconds a connected page has to save the outputs itself (JupyterLab autosaves every 120)
 FOLLOW_READY_TIMEOUT = 10.0
+JUPYTER_GONE = 30.0  # seconds Jupyter may not answer (a restart takes a few) before the page counts as gone
 
 
 @dataclass
@@ -52,6 +53,7 @@ class FollowRun(Run):
         self.sources: dict[str, str] = {}  # cell id -> the code of its last execution
         self.clients: set[str] = set()  # the pages (kernel client ids) that sent them
         self.page_connected = True
+        self.unanswered_since: float | None = None  # since when Jupyter has not answered the page check
         self.last_activity = time.monotonic()
         self.ended_at: float | None = None  # when the last followed cell ended
         self.ended_wall = 0.0  # ... as the clock of file times counts
@@ -86,14 +88,22 @@ class FollowRun(Run):
         return self.ended_at is not None and time.monotonic() - self.ended_at > HANDOVER_GRACE
 
     async def flush(self, force: bool = False) -> None:
-        if self.writing_due():
-            await super().flush(force)
+        if not self.writing_due():
+            return
+        if not self.path.exists():  # deleted by its user (JupyterLab's own copy goes with it): nothing to keep
+            if self.dirty:
+                self.note(f"{self.record['notebook']} was deleted: the outputs of its cells were not written")
+            self.dirty = False
+            return
+        await super().flush(force)
 
-    def page_still_connected(self) -> bool:
+    def page_still_connected(self) -> bool | None:
+        """Whether a page that sent the cells is connected now; None while Jupyter does not answer (it restarts: the
+        page reconnects by itself within seconds)."""
         try:
             model = jupyterapi.api("GET", f"/api/kernels/{self.record['kernel_id']}", timeout=5) or {}
         except jupyterapi.ApiError:
-            return False  # Jupyter is down (killed, restarting): the page sees nothing now
+            return None
         return bool(set(model.get("clients") or []) & self.clients)
 
     def file_holds_outputs(self) -> bool:
@@ -157,13 +167,17 @@ class FollowRun(Run):
         finally:
             self.stop_reason = self.stop_reason or "ended"  # no more cells join; what is held is written
             self.following.set()
-            if self.channels is not None:
-                self.channels.close()
-            if self.dirty:
-                await self.flush(force=True)
-            await self.save_until_saved()
-            self.save_record()
-            self.runner.finished(self)
+            try:
+                if self.channels is not None:
+                    self.channels.close()
+                if self.dirty:
+                    await self.flush(force=True)
+                await self.save_until_saved()
+                self.save_record()
+            except Exception:  # noqa: BLE001 - logged; the follow ends all the same (the runner's idle exit)
+                log.exception("follow %s: its end failed", self.id)
+            finally:
+                self.runner.finished(self)
 
     async def follow(self) -> None:
         last_check = 0.0
@@ -181,7 +195,13 @@ class FollowRun(Run):
                 if not self.kernel_alive():  # restarted or ended: its queue went with it
                     self.note("the kernel restarted or ended: the cells it had not run yet were dropped")
                     break
-                self.page_connected = await asyncio.to_thread(self.page_still_connected)
+                connected = await asyncio.to_thread(self.page_still_connected)
+                if connected is not None:
+                    self.page_connected, self.unanswered_since = connected, None
+                elif self.unanswered_since is None:
+                    self.unanswered_since = now
+                elif now - self.unanswered_since > JUPYTER_GONE:
+                    self.page_connected = False  # Jupyter down this long: no page sees anything
                 if self.dirty and self.page_connected and self.ended_at is not None \
                         and await asyncio.to_thread(self.file_holds_outputs):
                     self.dirty = False  # the page saved them

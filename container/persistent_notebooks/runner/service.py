@@ -154,9 +154,12 @@ class Runner:
     # --- requests -------------------------------------------------------------------------------
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.last_request = time.monotonic()
+        work = True
         try:
             request = json.loads(await reader.readline())
+            work = not (isinstance(request, dict) and request.get("op") == "ping")  # the watchdog's, every few s
+            if work:
+                self.last_request = time.monotonic()
             reply = await self.dispatch(request)
         except RunError as exc:
             reply = {"ok": False, "error": str(exc)}
@@ -169,7 +172,8 @@ class Runner:
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
             writer.close()
-        self.last_request = time.monotonic()
+        if work:  # (pings are no work: the runner still exits when idle)
+            self.last_request = time.monotonic()
 
     async def dispatch(self, request: dict) -> dict:
         op = request["op"]
