@@ -129,8 +129,9 @@ class Watched:
     One started on demand (`needed`: how many things need it now) is fine when it is not running and
     nothing needs it; when something does, the watchdog starts it."""
 
-    def __init__(self, program: str, what: str, probe, needed=None) -> None:
+    def __init__(self, program: str, what: str, probe, needed=None, socket_path: Path | None = None) -> None:
         self.program, self.what, self.probe, self.needed = program, what, probe, needed
+        self.socket_path = socket_path  # an on-demand program's: it removes it as it exits by itself
         self.pid: int | None = None
         self.failures, self.failing_since = 0, 0.0
 
@@ -168,6 +169,8 @@ class Watched:
         now = time.monotonic()
         self.failures += 1
         self.failing_since = self.failing_since or now
+        if self.socket_path is not None and not self.socket_path.exists() and now - self.failing_since < HANG_AFTER:
+            return None  # exiting by itself (idle): its socket is gone, the process follows within seconds
         log(f"{self.what} (pid {pid}) did not answer ({self.failures}): {problem}")
         if self.failures >= FAILURES and now - self.failing_since >= HANG_AFTER and process.pid == pid:
             log(f"{self.what} (pid {pid}) hangs: killing it; supervisord starts a new one")
@@ -185,8 +188,10 @@ class Watchdog:
     def __init__(self, supervisord) -> None:
         self.supervisord = supervisord
         self.watched = [Watched("jupyter", "Jupyter", probe_jupyter),
-                        Watched(programs.KEEPER, "the kernel keeper", probe_keeper, needed=kernels_running),
-                        Watched(programs.RUNNER, "the notebook runner", probe_runner, needed=runs_active)]
+                        Watched(programs.KEEPER, "the kernel keeper", probe_keeper, needed=kernels_running,
+                                socket_path=paths.KEEPER_SOCKET),
+                        Watched(programs.RUNNER, "the notebook runner", probe_runner, needed=runs_active,
+                                socket_path=paths.RUNNER_SOCKET)]
         self.wake = threading.Event()
         self.stopped_since: dict[str, float] = {}
 
