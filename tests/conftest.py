@@ -1,11 +1,15 @@
 """Fixtures: one test image built from this checkout, the main stack (pytest-docker) and extra stacks.
 
-Everything a run makes carries a unique name (image tag, compose projects) and is removed at the end.
+Everything a run makes carries a unique name (image tag, compose projects) and is removed at the end. Under
+pytest-xdist (scripts/test runs the suite on several workers) the image is built once for all workers, each
+worker has a main stack of its own, and a module whose tests share a stack of its own runs on one worker
+(its `xdist_group`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import shutil
@@ -22,7 +26,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from stack import COMPOSE_FILE, STACK_VARIABLES, Stack, owned_folder
 
-RUN_ID = uuid.uuid4().hex[:8]
+# One id for the run, the same in every worker (they inherit the environment of the process that starts them).
+RUN_ID = os.environ.setdefault("PNTEST_RUN_ID", uuid.uuid4().hex[:8])
+TEST_IMAGE = f"persistent-notebooks:test-{RUN_ID}"
 # The notebook user's uid in the tests: the caller's own, or (as root, e.g. in CI) a plain user's.
 TEST_UID = os.getuid() or 1000
 TEST_GID = os.getgid() or 1000
@@ -38,22 +44,45 @@ def env_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def image_tags() -> Iterator[list[str]]:
-    """Every image tag the run builds; removed at the end."""
+    """Image tags a test builds for itself; removed at the end of the worker's session."""
     tags: list[str] = []
     yield tags
     for tag in tags:
         subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True)
 
 
+def is_controller(config: pytest.Config) -> bool:
+    """The process that ends the run: the xdist controller, or pytest itself when it runs alone."""
+    return not hasattr(config, "workerinput")
+
+
+@contextlib.contextmanager
+def run_lock(config: pytest.Config, tmp_path_factory, name: str) -> Iterator[None]:
+    """An flock shared by every worker of this run (in the run's base temporary folder)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = base if is_controller(config) else base.parent  # a worker's is a folder in the run's
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
-def test_image(image_tags, env_file, tmp_path_factory) -> str:
-    """The image built from this checkout under a tag of this run's own."""
-    tag = f"persistent-notebooks:test-{RUN_ID}"
-    image_tags.append(tag)
-    builder = Stack(tmp_path_factory.mktemp("build"), tag, env_file,
-                    HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
-    builder.compose("build", timeout=1800)
-    return tag
+def test_image(pytestconfig, env_file, tmp_path_factory) -> str:
+    """The image built from this checkout under a tag of this run's own: built once, by the first worker that
+    needs it (the others wait for it); removed when the run ends (pytest_sessionfinish)."""
+    with run_lock(pytestconfig, tmp_path_factory, "test-image"):
+        built = subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode == 0
+        if not built:
+            builder = Stack(tmp_path_factory.mktemp("build"), TEST_IMAGE, env_file,
+                            HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+            builder.compose("build", timeout=1800)
+    return TEST_IMAGE
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run's test image goes once every worker is done with it."""
+    if is_controller(session.config):
+        subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
 
 
 @pytest.fixture

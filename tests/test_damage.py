@@ -19,6 +19,8 @@ from conftest import TEST_GID, TEST_UID, own_stack
 from kernelclient import KernelConnection, api, start_kernel
 from stack import SUPERVISORCTL, Stack, wait_for
 
+pytestmark = pytest.mark.xdist_group("damage")  # the tests share a stack of their own: one worker runs them all
+
 KERNELS = "/var/lib/persistent-notebooks/kernels"
 
 
@@ -282,9 +284,10 @@ def print_while_away(stack: Stack, token: str, kernel_id: str, code: str) -> str
 FAKE_RECORD = r"""
 import sys
 from persistent_notebooks import paths
+from persistent_notebooks.state import kernels
 pid = int(sys.argv[1])
-paths.write_record({"kernel_id": "not-a-kernel", "kernel_name": "python3", "connection_file": "/nonexistent",
-                    "pid": pid, "pgid": pid, "start_time": paths.process_start_time(pid)})
+kernels.write(kernels.KernelRecord(kernel_id="not-a-kernel", kernel_name="python3", connection_file="/nonexistent",
+                                   pid=pid, pgid=pid, start_time=paths.process_start_time(pid)))
 """
 
 

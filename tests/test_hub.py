@@ -20,6 +20,8 @@ from hubclient import Hub, HubUser, api_times_during_logins, running_hub, timed_
 from kernelclient import KernelConnection
 from stack import REPO, SUPERVISORCTL, docker_client, wait_for
 
+pytestmark = pytest.mark.xdist_group("hub")  # the hub's modules share users' images: one worker runs both
+
 PROJECT = "pnhubtest"
 ALICE_PASSWORD = "alice-secret-42"
 

@@ -9,6 +9,8 @@ from hubclient import running_hub
 from kernelclient import KernelConnection
 from stack import docker_client, wait_for
 
+pytestmark = pytest.mark.xdist_group("hub")  # the hub's modules share users' images: one worker runs both
+
 PROJECT = "pnhubswarm"
 
 

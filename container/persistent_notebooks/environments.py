@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import paths, settings
+from .state import kernels as records
 
 ENVS_DIR = paths.ENVS_DIR
 WORKSPACE = settings.WORKSPACE
@@ -198,8 +199,7 @@ def check_name(name: str) -> str:
 
 
 def running_kernels_of(kernel_name: str) -> list[str]:
-    return [r["kernel_id"] for r in paths.all_records()
-            if r.get("kernel_name") == kernel_name and paths.kernel_alive(r)]
+    return [r.kernel_id for r in records.live() if r.kernel_name == kernel_name]
 
 
 def create(name: str, packages: list[str], requirements: list[str], python: str | None) -> Environment:

@@ -6,7 +6,8 @@ Each record has one owner, which creates it and removes it (others only read it)
 - run/cookie-key: Jupyter's config (server.config);
 - kernels/ID.json, one per kernel, with its connection file, and kernels/*.damaged (a damaged record
   set aside): the Jupyter server (server.kernels), which writes a record at launch and removes it at
-  shutdown or when it finds the kernel dead (on adoption); read by the keeper, the runner, the CLI;
+  shutdown or when it finds the kernel dead (on adoption); read by the keeper, the runner, the CLI
+  (state.kernels: KernelRecord);
 - run/keeper.sock, keeper-pending/ID: the kernel keeper;
 - runs/ID.json, run/runner.sock: the notebook runner (state.runs); read by the CLI;
 - tmux-save/: the tmux saver (tmux); the pane texts of a rebuild: the session keeper, each removed by
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 from pathlib import Path
@@ -37,7 +37,6 @@ from .settings import STATE_DIR
 
 log = logging.getLogger("persistent_notebooks")
 
-KERNELS_DIR = STATE_DIR / "kernels"
 RUN_DIR = STATE_DIR / "run"
 KEEPER_SOCKET = RUN_DIR / "keeper.sock"
 KEEPER_PENDING_DIR = RUN_DIR / "keeper-pending"  # a file per kernel while the keeper holds undelivered output
@@ -84,77 +83,6 @@ def replacing_lock(path: str | Path):
         os.close(fd)
 
 
-# --- kernel records --------------------------------------------------------------------------
-
-def record_path(kernel_id: str) -> Path:
-    return KERNELS_DIR / f"{kernel_id}.json"
-
-
-def write_record(record: dict) -> None:
-    private_dir(KERNELS_DIR)
-    write_private(record_path(record["kernel_id"]), json.dumps(record, indent=1))
-
-
-def record_problem(record: object, name: str) -> str | None:
-    """What is wrong with a kernel record read from the file `name`, None if it can be used."""
-    if not isinstance(record, dict):
-        return f"it holds a JSON {type(record).__name__}, not an object"
-    for key, kind in (("kernel_id", str), ("kernel_name", str), ("connection_file", str), ("pid", int)):
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            return f"its {key!r} is missing or not a {kind.__name__}"
-    if record["kernel_id"] != name.removesuffix(".json"):
-        return f"its kernel_id {record['kernel_id']!r} is not its file name"
-    if not isinstance(record.get("start_time"), int | None):
-        return "its 'start_time' is not a number"
-    return None
-
-
-def set_aside(path: Path, problem: str) -> None:
-    """Move a damaged record out of the way (kept beside, for a look), saying once what was wrong."""
-    aside = path.with_name(f"{path.name}.damaged")
-    try:
-        os.replace(path, aside)
-    except OSError:
-        return  # another program set it aside first, or it is gone
-    log.warning("persistent-notebooks: kernel record %s is damaged (%s): set aside as %s; the other kernels "
-                "are not affected", path.name, problem, aside.name)
-
-
-def read_record(kernel_id: str, owner: bool = False) -> dict | None:
-    """The kernel's record; None when there is none or it is damaged (not JSON, the wrong shape, a file
-    name that is not its kernel id). The owner (the Jupyter server) sets a damaged one aside and logs
-    it; every other reader only skips it."""
-    path = record_path(kernel_id)
-    try:
-        record = json.loads(path.read_text())
-        problem = record_problem(record, path.name)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        problem = f"not JSON: {exc}"
-    if problem:
-        if owner:
-            set_aside(path, problem)
-        return None
-    return record
-
-
-def all_records(owner: bool = False) -> list[dict]:
-    """Every usable kernel record (see read_record), never an error for the caller."""
-    if not KERNELS_DIR.is_dir():
-        return []
-    records = []
-    for path in sorted(KERNELS_DIR.glob("*.json")):
-        record = read_record(path.name.removesuffix(".json"), owner)
-        if record is not None:
-            records.append(record)
-    return records
-
-
-def remove_record(kernel_id: str) -> None:
-    record_path(kernel_id).unlink(missing_ok=True)
-
-
 # --- processes -------------------------------------------------------------------------------
 
 def process_start_time(pid: int) -> int | None:
@@ -172,11 +100,6 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def kernel_alive(record: dict) -> bool:
-    pid = record.get("pid")
-    return bool(pid) and process_start_time(pid) == record.get("start_time")
-
-
 def container_instance() -> str:
     """This run of the container (the host's boot and the start of the container's init): a kernel record
     of another instance is of a kernel that the container's stop or crash ended."""
@@ -186,7 +109,3 @@ def container_instance() -> str:
         boot = "?"
     return f"{boot}/{process_start_time(1)}"
 
-
-def live_records() -> list[dict]:
-    """The records of kernels that are running (a record outlives its kernel until its owner sees it)."""
-    return [record for record in all_records() if kernel_alive(record)]

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from .. import jupyterapi, kernelstate, paths, settings
+from ..state import kernels as kernel_records
 
 WARN_FRACTION = 0.8
 # "starting": a kernel no client ever asked anything stays there (its only status message was sent
@@ -126,7 +127,7 @@ def _since(stamp: str | None) -> float | None:
 def collect() -> dict:
     kernels = api("GET", "/api/kernels") or []
     sessions = api("GET", "/api/sessions") or []
-    records = {r["kernel_id"]: r for r in paths.all_records()}
+    records = {r.kernel_id: r for r in kernel_records.all_records()}
     from ..state.runs import active_by_kernel
 
     running = active_by_kernel()
@@ -136,14 +137,14 @@ def collect() -> dict:
         if kid:
             notebooks.setdefault(kid, []).append(session.get("path") or session.get("name") or "")
     for kid, record in records.items():  # VSCode's sessions name no notebook: the cells it ran do
-        if record.get("notebook"):
+        if record.notebook:
             named = [p for p in notebooks.get(kid, []) if "-jvsc-" not in p]
-            notebooks[kid] = sorted({*named, record["notebook"]})
+            notebooks[kid] = sorted({*named, record.notebook})
     trees = {}
     for kernel in kernels:
         record = records.get(kernel["id"])
-        alive = record is not None and paths.kernel_alive(record)
-        trees[kernel["id"]] = _tree(record["pid"]) if alive else []
+        alive = record is not None and record.alive()
+        trees[kernel["id"]] = _tree(record.pid) if alive else []
     everything = list(psutil.process_iter())
     before = {kid: _cpu_seconds(t) for kid, t in trees.items()}
     t0 = time.monotonic()

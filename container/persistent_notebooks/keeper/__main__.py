@@ -37,6 +37,8 @@ import zmq
 import zmq.asyncio
 
 from .. import atomic, kernelstate, paths, settings, wire
+from ..state import kernels as records
+from ..state.kernels import KernelRecord
 from ..wire import Signer
 from .buffer import OutputBuffer
 
@@ -49,10 +51,11 @@ IDLE_EXIT = 20.0  # seconds with no kernel to follow and no request (but status)
 class KernelOutput(OutputBuffer):
     """One kernel: its IOPub subscription, and the messages not yet delivered to any client."""
 
-    def __init__(self, record: dict, context: zmq.asyncio.Context, limit: int, recovering: bool = False) -> None:
+    def __init__(self, record: KernelRecord, context: zmq.asyncio.Context, limit: int,
+                 recovering: bool = False) -> None:
         self.record = record
-        self.kernel_id = record["kernel_id"]
-        self.info = json.loads(Path(record["connection_file"]).read_text())
+        self.kernel_id = record.kernel_id
+        self.info = json.loads(Path(record.connection_file).read_text())
         super().__init__(Signer(self.info["key"].encode(), self.info["signature_scheme"]), limit)
         # A marker in the state volume while this keeper holds output no client has had: after a
         # restart (kill -9, a hang healed) it tells the next client that such output was lost, in the
@@ -100,7 +103,7 @@ class KernelOutput(OutputBuffer):
             self.marker.unlink(missing_ok=True)
 
     def status(self) -> dict:
-        return {**super().status(), "pid": self.record.get("pid")}
+        return {**super().status(), "pid": self.record.pid}
 
 
 class Keeper:
@@ -116,12 +119,12 @@ class Keeper:
     # --- kernels -----------------------------------------------------------------------------
 
     def watch(self, kernel_id: str, recovering: bool = False) -> None:
-        record = paths.read_record(kernel_id)
+        record = records.read(kernel_id)
         if record is None:
             return self.forget(kernel_id)
         old = self.kernels.get(kernel_id)
-        if old and old.record.get("connection_file") == record.get("connection_file") and \
-                json.loads(Path(record["connection_file"]).read_text()) == old.info:
+        if old and old.record.connection_file == record.connection_file and \
+                json.loads(Path(record.connection_file).read_text()) == old.info:
             old.record = record  # restarted on the same ports: the subscription reconnects by itself
             return
         try:
@@ -187,19 +190,19 @@ class Keeper:
 
     async def shutdown_kernels(self) -> None:
         """Shut every recorded kernel down cleanly (control channel), then end what is left."""
-        records = paths.live_records()
-        if not records:
+        live = records.live()
+        if not live:
             return
         # Kernels shut down from now on save their variables first (kernelstate: KERNEL_SNAPSHOTS).
         try:
             paths.write_private(paths.STOPPING_MARKER, "")
         except OSError as exc:
             log.warning("cannot mark the container as stopping (%s): kernels keep only their last checkpoint", exc)
-        log.info("shutting down %d kernel(s)", len(records))
+        log.info("shutting down %d kernel(s)", len(live))
         sockets = []
-        for record in records:
+        for record in live:
             try:
-                info = json.loads(Path(record["connection_file"]).read_text())
+                info = json.loads(Path(record.connection_file).read_text())
                 signer = Signer(info["key"].encode(), info["signature_scheme"])
                 control = self.context.socket(zmq.DEALER)
                 control.linger = 1000
@@ -207,8 +210,8 @@ class Keeper:
                 control.send_multipart(signer.message("shutdown_request", {"restart": False}))
                 sockets.append(control)
             except (OSError, ValueError, KeyError) as exc:
-                log.warning("kernel %s: no shutdown request (%s); terminating it", record["kernel_id"], exc)
-        left = await wait_exit(records, SHUTDOWN_WAIT)
+                log.warning("kernel %s: no shutdown request (%s); terminating it", record.kernel_id, exc)
+        left = await wait_exit(live, SHUTDOWN_WAIT)
         loop, waited = asyncio.get_running_loop(), SHUTDOWN_WAIT
         while waited < SAVING_WAIT and (saving := [r for r in left if saving_state(r)]):
             log.info("waiting for %d kernel(s) to finish saving their state", len(saving))
@@ -222,8 +225,8 @@ class Keeper:
             for record in left:
                 signal_group(record, signum)
             left = await wait_exit(left, wait)
-        clean = len(records) - len(left)
-        for record in records:
+        clean = len(live) - len(left)
+        for record in live:
             signal_group(record, signal.SIGKILL)  # what the kernel started and left behind
         # The records stay: their owner, the next Jupyter server, finds the kernels dead and removes them.
         for control in sockets:
@@ -238,9 +241,9 @@ class Keeper:
         paths.KEEPER_SOCKET.unlink(missing_ok=True)
         server = await asyncio.start_unix_server(self.serve, path=str(paths.KEEPER_SOCKET))
         os.chmod(paths.KEEPER_SOCKET, 0o600)
-        for record in paths.live_records():
-            if record["kernel_id"] not in self.kernels:
-                self.watch(record["kernel_id"], recovering=True)
+        for record in records.live():
+            if record.kernel_id not in self.kernels:
+                self.watch(record.kernel_id, recovering=True)
         return server
 
     async def run(self) -> None:
@@ -262,7 +265,7 @@ class Keeper:
                 # keeper, and its server starts a new one (supervisord does once this one has exited).
                 server.close()
                 paths.KEEPER_SOCKET.unlink(missing_ok=True)
-                if not paths.live_records():
+                if not records.live():
                     log.info("no kernel for %.0f s: exiting (the next kernel starts the keeper again)", IDLE_EXIT)
                     return
                 server = await self.listen()
@@ -270,27 +273,27 @@ class Keeper:
         await self.shutdown_kernels()
 
 
-def saving_state(record: dict) -> bool:
-    return (paths.KERNEL_STATE_DIR / record["kernel_id"] / kernelstate.WRITING).exists()
+def saving_state(record: KernelRecord) -> bool:
+    return (paths.KERNEL_STATE_DIR / record.kernel_id / kernelstate.WRITING).exists()
 
 
-def signal_group(record: dict, signum: int) -> None:
+def signal_group(record: KernelRecord, signum: int) -> None:
     try:
-        os.killpg(record.get("pgid") or record["pid"], signum)
+        os.killpg(record.pgid or record.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-async def wait_exit(records: list[dict], timeout: float) -> list[dict]:
+async def wait_exit(kernels: list[KernelRecord], timeout: float) -> list[KernelRecord]:
     """Wait until the kernels' processes exit (pidfd, no polling); return those still running."""
     loop = asyncio.get_running_loop()
     waits = []
-    for record in records:
+    for record in kernels:
         try:
-            fd = os.pidfd_open(record["pid"])
+            fd = os.pidfd_open(record.pid)
         except ProcessLookupError:
             continue
-        if not paths.kernel_alive(record):
+        if not record.alive():
             os.close(fd)
             continue
         done = loop.create_future()
@@ -302,7 +305,7 @@ async def wait_exit(records: list[dict], timeout: float) -> list[dict]:
     for record, fd, done in waits:
         loop.remove_reader(fd)
         os.close(fd)
-        if not done.done() and paths.kernel_alive(record):
+        if not done.done() and record.alive():
             left.append(record)
     return left
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import jupyterapi, paths
+from .. import jupyterapi
+from ..state import kernels as records
 from ..state.runs import RunState
 from . import nbfile
 from .kernel import KernelChannels, RunError
@@ -151,8 +152,8 @@ class FollowRun(Run):
     async def main(self) -> None:
         try:
             kid = self.record["kernel_id"]
-            record = paths.read_record(kid)
-            if record is None or not paths.kernel_alive(record):
+            record = records.read(kid)
+            if record is None or not record.alive():
                 raise RunError(f"kernel {kid} has no live record in the state volume")
             self.kernel_record = record
             self.channels = KernelChannels(record, self.runner.context)

@@ -14,6 +14,7 @@ import zmq.asyncio
 from jupyter_client.session import Session
 
 from .. import jupyterapi
+from ..state.kernels import KernelRecord
 
 log = logging.getLogger("notebook-runner")
 KERNEL_READY_TIMEOUT = 60.0
@@ -33,8 +34,8 @@ def api(method: str, path: str, body: dict | None = None) -> object:
 class KernelChannels:
     """Shell, control and IOPub sockets to one kernel, with the messages of our requests queued."""
 
-    def __init__(self, record: dict, context: zmq.asyncio.Context) -> None:
-        info = json.loads(Path(record["connection_file"]).read_text())
+    def __init__(self, record: KernelRecord, context: zmq.asyncio.Context) -> None:
+        info = json.loads(Path(record.connection_file).read_text())
         self.session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"],
                                username="persistent-notebooks-run")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import kernelstate, paths, settings
+from ..state import kernels as records
+from ..state.kernels import KernelRecord
 from ..state.runs import ACTIVE, PENDING_SUFFIX, RunState, describe
 from . import nbfile
 from .kernel import KernelChannels, RunError
@@ -62,7 +64,7 @@ class Run:
         self.cells_seen: tuple | None = None  # (the file's inode, size and time; cell id -> (number, its code or None))
         self.id = secrets.token_hex(4)
         self.pending = paths.RUNS_DIR / f"{self.id}{PENDING_SUFFIX}"  # outputs the notebook could not take yet
-        self.kernel_record: dict | None = None
+        self.kernel_record: KernelRecord | None = None
         self.record = {
             "id": self.id, "notebook": rel, "path": str(path), "kernel_id": kernel_id, "kernel_name": kernel_name,
             "selection": selection, "keep_going": keep_going, "cells_total": len(cells), "cells_done": 0,
@@ -254,14 +256,14 @@ class Run:
     # --- executing ------------------------------------------------------------------------------
 
     def kernel_alive(self) -> bool:
-        return self.kernel_record is not None and paths.kernel_alive(self.kernel_record)
+        return self.kernel_record is not None and self.kernel_record.alive()
 
     async def main(self) -> None:
         channels = None
         try:
             kid = self.record["kernel_id"]
             deadline = time.monotonic() + 30
-            while (record := paths.read_record(kid)) is None or not paths.kernel_alive(record):
+            while (record := records.read(kid)) is None or not record.alive():
                 if time.monotonic() > deadline:
                     raise RunError(f"kernel {kid} has no live record in the state volume")
                 await asyncio.sleep(0.1)
@@ -413,10 +415,12 @@ class Run:
         return "error"
 
     def interrupt(self) -> None:
-        record = self.kernel_record or {}
+        record = self.kernel_record
         try:
-            os.killpg(record.get("pgid") or record["pid"], signal.SIGINT)
-        except (ProcessLookupError, PermissionError, KeyError) as exc:
+            if record is None:
+                raise ProcessLookupError("no kernel yet")
+            os.killpg(record.pgid or record.pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError) as exc:
             log.warning("run %s: could not interrupt the kernel: %s", self.id, exc)
 
     def request_stop(self, reason: str) -> None:

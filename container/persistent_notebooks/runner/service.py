@@ -16,6 +16,7 @@ from pathlib import Path
 import zmq.asyncio
 
 from .. import paths, settings
+from ..state import kernels as records
 from ..state.runs import ACTIVE, PENDING_SUFFIX, RunState, all_runs, cut_short, describe, pending_outputs, resumable
 from . import nbfile
 from .follow import FollowRun
@@ -285,7 +286,7 @@ class Runner:
         async with self.follow_lock:
             run = self.follows.get(kernel_id)
             if run is None or run.stop_reason or run.task.done():
-                record = paths.read_record(kernel_id)
+                record = records.read(kernel_id)
                 if record is None:
                     raise RunError(f"no running kernel {kernel_id[:8]}")
                 path, rel = resolve_notebook(await asyncio.to_thread(self.notebook_of_kernel, kernel_id))
@@ -293,7 +294,7 @@ class Runner:
                     nb = nbfile.parse(await asyncio.to_thread(path.read_text), rel)
                 except (OSError, UnicodeDecodeError, nbfile.NotebookError) as exc:
                     raise RunError(f"{rel} cannot be read as a notebook: {exc}") from None
-                run = FollowRun(self, path, rel, nb, kernel_id, record.get("kernel_name") or "")
+                run = FollowRun(self, path, rel, nb, kernel_id, record.kernel_name)
                 self.runs[run.id] = run
                 self.follows[kernel_id] = run
                 run.task = asyncio.ensure_future(run.main())
@@ -305,14 +306,14 @@ class Runner:
         files, and the notebook whose cells it last ran (VSCode's sessions are named otherwise); exactly one."""
         if not kernel_id:
             raise RunError("no notebook given: name the notebook to run.")
-        record = next((r for r in paths.live_records() if r.get("kernel_id") == kernel_id), None)
+        record = next((r for r in records.live() if r.kernel_id == kernel_id), None)
         if record is None:
             raise RunError(f"no running kernel {kernel_id[:8]}: name the notebook to run.")
         found = {s["path"].lstrip("/") for s in api("GET", "/api/sessions") or []
                  if (s.get("kernel") or {}).get("id") == kernel_id and s.get("path", "").endswith(".ipynb")
                  and (settings.WORKSPACE / s["path"].lstrip("/")).is_file()}
-        if record.get("notebook"):
-            found.add(record["notebook"])
+        if record.notebook:
+            found.add(record.notebook)
         if not found:
             raise RunError("this kernel belongs to no notebook the server knows (no notebook file has it as its "
                            "session, and it ran no cell of one): name the notebook, e.g. %run_on_server a/b.ipynb")
@@ -328,16 +329,16 @@ class Runner:
                     if (s.get("path") or "").lstrip("/") == rel and s.get("kernel")]
         # VSCode's sessions are named otherwise (NAME-jvsc-UUID.ipynb): its kernel is known by the cells it
         # ran (server.sessions.note_notebook). The most recent one of the notebook's kernels, said so.
-        editor = sorted((r for r in paths.live_records() if r.get("notebook") == rel),
-                        key=lambda r: r.get("notebook_seen") or 0, reverse=True)
+        editor = sorted((r for r in records.live() if r.notebook == rel),
+                        key=lambda r: r.notebook_seen or 0, reverse=True)
         if editor and not wanted:
             chosen = editor[0]
-            others = {s["kernel"]["id"] for s in sessions} | {r["kernel_id"] for r in editor[1:]}
-            others.discard(chosen["kernel_id"])
+            others = {s["kernel"]["id"] for s in sessions} | {r.kernel_id for r in editor[1:]}
+            others.discard(chosen.kernel_id)
             if others:
                 self.kernel_note = (f"{rel} has {len(others) + 1} kernels (two editor windows?): ran in "
-                                    f"{chosen['kernel_id'][:8]}, the one that ran a cell of it last")
-            return chosen["kernel_id"], chosen["kernel_name"]
+                                    f"{chosen.kernel_id[:8]}, the one that ran a cell of it last")
+            return chosen.kernel_id, chosen.kernel_name
         session = sessions[0] if sessions else None
         specs = api("GET", "/api/kernelspecs")
         names = sorted(specs["kernelspecs"])

@@ -34,6 +34,8 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from traitlets import default
 
 from .. import kernelstate, paths, programs, settings, wire
+from ..state import kernels as records
+from ..state.kernels import KernelRecord
 from ..state.runs import all_runs, resumable
 from .connection import CLIENTS
 from .keeperclient import KEEPER, status_sync
@@ -120,27 +122,22 @@ class PersistentProvisioner(LocalProvisioner):
         km = self.parent
         launch = dict(km._launch_args or {})
         env = launch.pop("env", None) or {}
-        paths.write_record({
-            "kernel_id": self.kernel_id,
-            "kernel_name": km.kernel_name,
-            "connection_file": km.connection_file,
-            "pid": self.pid,
-            "pgid": self.pgid,
-            "start_time": self.start_time,
-            "instance": paths.container_instance(),
-            "ip": self.ip,
-            "cwd": str(launch.get("cwd") or self.cwd or ""),
+        records.write(KernelRecord(
+            kernel_id=self.kernel_id, kernel_name=km.kernel_name, connection_file=km.connection_file,
+            pid=self.pid, pgid=self.pgid, start_time=self.start_time, instance=paths.container_instance(),
+            ip=self.ip, cwd=str(launch.get("cwd") or self.cwd or ""),
             # What the server added to its own environment for this kernel (JPY_SESSION_NAME, ...).
-            "env": {k: v for k, v in env.items()
-                    if os.environ.get(k) != v and k not in SCRUBBED_ENV and k != kernelstate.ENV},
-        })
+            env={k: v for k, v in env.items()
+                 if os.environ.get(k) != v and k not in SCRUBBED_ENV and k != kernelstate.ENV},
+        ))
         KEEPER.send("watch", kernel_id=self.kernel_id)
 
-    def adopt(self, record: dict) -> None:
-        """Take over a kernel started by an earlier server, from its record."""
-        self.pid, self.pgid, self.ip = record["pid"], record["pgid"], record.get("ip")
-        self.start_time = record["start_time"]
-        self.cwd = record.get("cwd") or None
+    def adopt(self, record: KernelRecord) -> None:
+        """Take over a kernel started by an earlier server, from its record. (Not load_provisioner_info: that
+        is async, and adoption is done in the kernel manager's constructor, before the server's loop runs.)"""
+        self.pid, self.pgid, self.ip = record.pid, record.pgid, record.ip
+        self.start_time = record.start_time
+        self.cwd = record.cwd or None
         self.connection_info = self.parent.get_connection_info()
         self.ports_cached = True  # a restart keeps the ports the clients know
         self.adopted = True
@@ -149,7 +146,7 @@ class PersistentProvisioner(LocalProvisioner):
     # signalled through its process group; tini reaps it when it exits.
 
     def _adopted_alive(self) -> bool:
-        return self.adopted and paths.kernel_alive({"pid": self.pid, "start_time": self.start_time})
+        return self.adopted and bool(self.pid) and paths.process_start_time(self.pid) == self.start_time
 
     @property
     def has_process(self) -> bool:
@@ -196,7 +193,7 @@ class PersistentProvisioner(LocalProvisioner):
                 pass
         await super().cleanup(restart)
         if not restart:
-            paths.remove_record(self.kernel_id)
+            records.remove(self.kernel_id)
             kernelstate.forget(paths.KERNEL_STATE_DIR / self.kernel_id)
             KEEPER.send("forget", kernel_id=self.kernel_id)
 
@@ -214,6 +211,10 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self):
         return "persistent_notebooks.server.kernels.KeptKernelManager"
+
+    @default("buffer_offline_messages")
+    def _default_buffer_offline_messages(self):
+        return False  # no unbounded buffer in the server for a dropped client: the keeper keeps the output
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -233,32 +234,32 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         if getattr(app, "show_config", False) or getattr(app, "show_config_json", False):
             return  # `jupyter-server --show-config` starts no server: it must not touch the kernels
         repair_sessions_db()  # before any request opens it (the session manager connects on first use)
-        records = paths.all_records(owner=True)
+        found = records.all_records(owner=True)
         # A connection file a running kernel uses is never removed nor written over for another record
         # (a damaged or copied record may name it).
-        live_files = {r["connection_file"] for r in records if paths.kernel_alive(r)}
-        records = [self._relaunch(record, live_files) if self._ended_by_the_container(record) else record
-                   for record in records]
-        if not records:
+        live_files = {r.connection_file for r in found if r.alive()}
+        found = [self._relaunch(record, live_files) if self._ended_by_the_container(record) else record
+                 for record in found]
+        if not found:
             return
         try:
             states = status_sync()["kernels"]
         except (OSError, ValueError, KeyError) as exc:
             self.log.warning("kernel keeper not reachable (%s): adopted kernels start as 'idle'", exc)
             states = {}
-            if any(paths.kernel_alive(record) for record in records):
+            if any(record.alive() for record in found):
                 try:  # (the watchdog would too, within seconds)
                     programs.start(programs.KEEPER)
                 except programs.ProgramError as error:
                     self.log.warning("%s", error)
-        for record in records:
-            kernel_id = record["kernel_id"]
-            if not paths.kernel_alive(record):
+        for record in found:
+            kernel_id = record.kernel_id
+            if not record.alive():
                 self.log.info("Kernel %s ended while the server was away; dropping its record", kernel_id)
-                paths.remove_record(kernel_id)
+                records.remove(kernel_id)
                 kernelstate.forget(paths.KERNEL_STATE_DIR / kernel_id)
-                if record["connection_file"] not in live_files:
-                    Path(record["connection_file"]).unlink(missing_ok=True)
+                if record.connection_file not in live_files:
+                    Path(record.connection_file).unlink(missing_ok=True)
                 continue
             try:
                 self._adopt(record, states.get(kernel_id, {}))
@@ -266,41 +267,41 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                 self.log.exception("Could not adopt kernel %s", kernel_id)
         if self._kernels and not self._initialized_culler:
             self.initialize_culler()
-        if any(record.get("restored_at") for record in records) and any(resumable(r) for r in all_runs()):
+        if any(record.restored_at for record in found) and any(resumable(r) for r in all_runs()):
             try:  # runs the container's end interrupted go on in their restored kernels
                 programs.start(programs.RUNNER)
             except programs.ProgramError as error:
                 self.log.warning("%s", error)
 
-    def _ended_by_the_container(self, record: dict) -> bool:
+    def _ended_by_the_container(self, record: KernelRecord) -> bool:
         """A kernel of an earlier run of the container (restart, recreate, reboot, crash), while saving
         is on: it comes back."""
-        return (record.get("instance") not in (None, paths.container_instance()) and not paths.kernel_alive(record)
+        return (record.instance not in (None, paths.container_instance()) and not record.alive()
                 and settings.kernel_state_saved())
 
-    def _relaunch(self, record: dict, live_files: set[str]) -> dict:
+    def _relaunch(self, record: KernelRecord, live_files: set[str]) -> KernelRecord:
         """Start a kernel that the container's end stopped again, under its id, in its environment, folder
         and session, on new ports; it loads its saved variables before it answers (kernelstate). Returns
         its new record (adopted next, as any running kernel). Synchronous: a process started, no wait."""
-        kernel_id = record["kernel_id"]
-        connection_file = str(Path(record["connection_file"]).with_name(f"kernel-{kernel_id}.json"))
+        kernel_id = record.kernel_id
+        connection_file = str(Path(record.connection_file).with_name(f"kernel-{kernel_id}.json"))
         if connection_file in live_files:
             self.log.error("Kernel %s not started again: its connection file is a running kernel's", kernel_id)
             return record
         try:
-            km = self.kernel_manager_factory(parent=self, log=self.log, kernel_name=record["kernel_name"],
+            km = self.kernel_manager_factory(parent=self, log=self.log, kernel_name=record.kernel_name,
                                              kernel_spec_manager=self.kernel_spec_manager)
             km.connection_file = connection_file
-            ip = record.get("ip") or "127.0.0.1"
+            ip = record.ip or "127.0.0.1"
             write_connection_file(connection_file, ip=ip, key=str(uuid.uuid4()).encode(),
-                                  kernel_name=record["kernel_name"])
+                                  kernel_name=record.kernel_name)
             km._launch_args = {}
             cmd = km.format_kernel_cmd()
-            env = kernel_env(record.get("env") or {})
+            env = kernel_env(record.env)
             env.update(state_config(kernel_id, restore=True).to_env())
             output = _kernel_output()
             try:
-                process = launch_kernel(cmd, env=env, cwd=record.get("cwd") or None, independent=True,
+                process = launch_kernel(cmd, env=env, cwd=record.cwd or None, independent=True,
                                         stdout=output, stderr=output)
             finally:
                 if output is not None:
@@ -310,27 +311,26 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
             return record
         self._relaunched[kernel_id] = process  # reaped by subprocess when it ends
         raise_oom_score(process.pid, self.log)
-        new = {**record, "connection_file": connection_file, "pid": process.pid, "pgid": os.getpgid(process.pid),
-               "ip": ip,
-               "start_time": paths.process_start_time(process.pid), "instance": paths.container_instance(),
-               "restored_at": time.time()}
-        paths.write_record(new)
+        new = record.replace(connection_file=connection_file, pid=process.pid, pgid=os.getpgid(process.pid), ip=ip,
+                             start_time=paths.process_start_time(process.pid), instance=paths.container_instance(),
+                             restored_at=time.time())
+        records.write(new)
         with contextlib.suppress(OSError, ValueError):  # a keeper already running follows it too
             wire.request_sync(paths.KEEPER_SOCKET, {"op": "watch", "kernel_id": kernel_id}, 1.0)
         self.log.info("Kernel %s (%s) started again after the container's restart; it loads its saved "
-                      "variables", kernel_id, record["kernel_name"])
+                      "variables", kernel_id, record.kernel_name)
         return new
 
-    def _adopt(self, record: dict, seen: dict) -> None:
+    def _adopt(self, record: KernelRecord, seen: dict) -> None:
         """Take over a recorded kernel; `seen` is the keeper's view of it (state, time of its last message)."""
         execution_state = seen.get("execution_state")
-        kernel_id = record["kernel_id"]
-        km = self.kernel_manager_factory(connection_file=record["connection_file"], parent=self, log=self.log,
-                                         kernel_name=record["kernel_name"],
+        kernel_id = record.kernel_id
+        km = self.kernel_manager_factory(connection_file=record.connection_file, parent=self, log=self.log,
+                                         kernel_name=record.kernel_name,
                                          kernel_spec_manager=self.kernel_spec_manager)
-        km.load_connection_file(record["connection_file"])
+        km.load_connection_file(record.connection_file)
         km.kernel_id = kernel_id
-        km._launch_args = {"cwd": record.get("cwd") or None, "env": {**os.environ, **record.get("env", {})}}
+        km._launch_args = {"cwd": record.cwd or None, "env": {**os.environ, **record.env}}
         provisioner = KernelProvisionerFactory.instance(parent=self).create_provisioner_instance(
             kernel_id, km.kernel_spec, parent=km)
         if not hasattr(provisioner, "adopt"):
@@ -354,12 +354,12 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         if isinstance(last, int | float) and last > 0:
             km.last_activity = datetime.fromtimestamp(last, UTC)
         self.add_restart_callback(kernel_id, lambda: self._handle_kernel_died(kernel_id), "dead")
-        self.log.info("Adopted running kernel %s (%s, pid %s, %s)", kernel_id, record["kernel_name"],
-                      record["pid"], km.execution_state)
+        self.log.info("Adopted running kernel %s (%s, pid %s, %s)", kernel_id, record.kernel_name,
+                      record.pid, km.execution_state)
 
     def _handle_kernel_died(self, kernel_id):
         super()._handle_kernel_died(kernel_id)
-        paths.remove_record(kernel_id)
+        records.remove(kernel_id)
         kernelstate.forget(paths.KERNEL_STATE_DIR / kernel_id)
         KEEPER.send("forget", kernel_id=kernel_id)
 
@@ -376,15 +376,3 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
 
     shutdown_all = _async_shutdown_all
 
-    # No unbounded buffer in the server for a dropped client: the keeper keeps the output.
-    def start_buffering(self, kernel_id, session_key, channels):
-        for stream in channels.values():
-            if not stream.closed():
-                stream.on_recv(None)
-                stream.close()
-
-    def get_buffer(self, kernel_id, session_key):
-        return {}
-
-    def stop_buffering(self, kernel_id):
-        pass

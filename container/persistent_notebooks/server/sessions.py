@@ -3,13 +3,13 @@ the notebook of a kernel whose session does not name it (VSCode's), learnt from 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 
 from .. import paths, settings
+from ..state import kernels as records
 
 log = logging.getLogger("persistent_notebooks")
 
@@ -40,13 +40,13 @@ def notebook_of_cell(uri: str) -> str | None:
 def note_notebook(kernel_id: str, notebook: str) -> None:
     """Record in the kernel's record which notebook its cells come from, and when last (for the runner's
     choice between two kernels of one notebook); written when it changes, or a minute after the last time."""
-    record = paths.read_record(kernel_id)
+    record = records.read(kernel_id)
     if record is None:
         return
     now = time.time()
-    if record.get("notebook") == notebook and now - (record.get("notebook_seen") or 0) < 60:
+    if record.notebook == notebook and now - (record.notebook_seen or 0) < 60:
         return
-    paths.write_record({**record, "notebook": notebook, "notebook_seen": now})
+    records.write(record.replace(notebook=notebook, notebook_seen=now))
 
 
 def repair_sessions_db() -> None:
@@ -94,13 +94,13 @@ def repair_sessions_db() -> None:
     aside = paths.SESSIONS_DB.with_name(f"sessions.db.damaged-{stamp}")
     os.replace(paths.SESSIONS_DB, aside)
     rows = []
-    for record_file in sorted(paths.KERNELS_DIR.glob("*.json")):
-        try:
-            record = json.loads(record_file.read_text())
-            kernel_id = record["kernel_id"]
-            notebook = settings.WORKSPACE / record["notebook"] if record.get("notebook") else \
-                Path(record["env"]["JPY_SESSION_NAME"])
-        except (OSError, ValueError, KeyError, TypeError):
+    for record in records.all_records():
+        kernel_id = record.kernel_id
+        if record.notebook:
+            notebook = settings.WORKSPACE / record.notebook
+        elif "JPY_SESSION_NAME" in record.env:
+            notebook = Path(record.env["JPY_SESSION_NAME"])
+        else:
             continue
         # JPY_SESSION_NAME is the kernel's folder joined with the session's name: the notebook's path
         # when the name is its file name (JupyterLab, notebookctl run); other sessions are not rebuilt.

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .. import paths
+from . import kernels
 
 
 class RunState(StrEnum):
@@ -86,9 +87,9 @@ def resumable(record: dict) -> bool:
         return False  # every cell ran: only its outputs were left to write (kept outputs, written on)
     if record.get("state") != RunState.INTERRUPTED and not cut_short(record):
         return False
-    kernel = paths.read_record(record.get("kernel_id") or "")
+    kernel = kernels.read(record.get("kernel_id") or "")
     since = record.get("updated") or record.get("started") or 0
-    return bool(kernel and (kernel.get("restored_at") or 0) > since and paths.kernel_alive(kernel))
+    return bool(kernel and (kernel.restored_at or 0) > since and kernel.alive())
 
 
 def all_runs() -> list[dict]:

@@ -38,6 +38,7 @@ from supervisor import events
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
 from .. import paths, programs, settings, wire
+from ..state import kernels as records
 from ..state.health import write_health
 from ..state.runs import ACTIVE, all_runs, pending_outputs
 
@@ -121,7 +122,7 @@ def session_attached(pid: int) -> bool:
 
 
 def kernels_running() -> int:
-    return len(paths.live_records())
+    return len(records.live())
 
 
 class Watched:
