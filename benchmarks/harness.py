@@ -1,15 +1,70 @@
-"""What the benchmark's measurements share (benchmark.py, hub.py): progress lines, summaries, a kernel made ready,
-reconnections timed, kernels timed back after a kill, memory as `docker stats` counts it."""
+"""What the benchmark's measurements share (its section modules, hub.py): one run's state (Bench), progress lines,
+summaries, a kernel made ready, reconnections timed, kernels timed back after a kill, memory as `docker stats`
+counts it."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import docker
 from kernelclient import KernelConnection, start_kernel
+from stack import Stack, wait_for
 
 MIB = 2**20
+
+
+@dataclass
+class Bench:
+    """One run of benchmark.py, as its sections share it: each section's module reads what it needs and fills its
+    part of results; every stack and floor made is listed in stacks and floors, removed at the end."""
+
+    client: docker.DockerClient
+    args: argparse.Namespace
+    workspace: Path
+    env_file: Path
+    uid: str
+    image: str | None  # the image measured (args.image, or the one image.build makes)
+    results: dict
+    stacks: list[Stack] = field(default_factory=list)
+    floors: list = field(default_factory=list)  # startup.Floor
+    # From start-up on: the stack the later sections measure, the bare server beside it, and what they use of them.
+    stack: Stack | None = None
+    floor: Any = None  # startup.Floor
+    token: str = ""
+    stack_container: Any = None  # the stack's container (docker SDK)
+    kernel_ids: list[str] = field(default_factory=list)  # idle kernels started for memory, used until adoption
+
+    @property
+    def quick(self) -> bool:
+        return self.args.quick
+
+    @property
+    def runs(self) -> int:
+        """Runs per timing."""
+        return 1 if self.args.quick else self.args.runs
+
+    @property
+    def tries(self) -> int:
+        """Reconnections timed."""
+        return 3 if self.args.quick else 20
+
+    def new_stack(self, **variables: str) -> Stack:
+        """A stack of the image on the run's workspace (not started), cleaned up at the end."""
+        stack = Stack(self.workspace, self.image, self.env_file, HOST_UID=self.uid, HOST_GID=self.uid,
+                      TMUX_SESSION="bench", **variables)
+        self.stacks.append(stack)
+        return stack
+
+
+def settle(stack: Stack) -> None:
+    """Wait until every program is RUNNING past its startsecs, so one event is measured at a time."""
+    wait_for(stack.settled, 60, "the programs to settle", interval=0.2)
 
 
 def progress(message: str) -> None:

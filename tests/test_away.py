@@ -154,8 +154,8 @@ def test_a_client_that_stops_reading_costs_jupyter_a_bounded_amount(make_stack):
 
 
 def keeper_request(stack: Stack, op: str, kernel_id: str) -> None:
-    stack.exec("/opt/venv/bin/python", "-c", "import sys\nfrom persistent_notebooks import paths, wire\n"
-               "wire.request_sync(paths.KEEPER_SOCKET, {'op': sys.argv[1], 'kernel_id': sys.argv[2]}, 10)",
+    stack.exec("/opt/venv/bin/python", "-c", "import sys\nfrom persistent_notebooks import ipc, paths\n"
+               "ipc.request_sync(paths.KEEPER_SOCKET, {'op': sys.argv[1], 'kernel_id': sys.argv[2]}, 10)",
                op, kernel_id)
 
 

@@ -1,10 +1,9 @@
-"""The kernel keeper's wire protocol, and the Jupyter messages it makes (stdlib only).
+"""The kernel keeper's requests, and the Jupyter messages it makes (stdlib only).
 
-On the keeper's unix socket (run/keeper.sock, private) each frame is a 4-byte big-endian length and
-a JSON object. Requests: `{"op": "ack"|"fetch"|"watch"|"forget"|"status"|"ping", "kernel_id": ..., "id": N}`
-("ping": a kernel is about to be launched, stay);
-a request with an `id` gets a reply with the same `id`, which may announce `payload` bytes that follow
-it: messages packed as a frame count, then each frame as a length and its bytes.
+On the keeper's unix socket (run/keeper.sock, private; framed as ipc.py says) the requests are
+`{"op": "ack"|"fetch"|"watch"|"forget"|"status"|"ping", "kernel_id": ..., "id": N}` ("ping": a kernel is about to
+be launched, stay); a `fetch` reply's payload is messages packed as a frame count, then each frame as a length and
+its bytes.
 
 Messages the keeper makes itself (a notice in a cell, a trimmed stream message) are signed with the
 kernel's key as the Jupyter messaging protocol (5.3) says, so that the server's session accepts them.
@@ -15,29 +14,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import struct
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.3"
 _LENGTH = struct.Struct("!I")
 
 
-# --- the keeper's socket ---------------------------------------------------------------------------
-
-def frame(obj: dict) -> bytes:
-    data = json.dumps(obj).encode()
-    return _LENGTH.pack(len(data)) + data
-
-
-async def read_frame(reader) -> dict:
-    """The next frame from an asyncio stream (both ends of the keeper's socket); IncompleteReadError at its end."""
-    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    return json.loads(await reader.readexactly(length))
-
+# --- the keeper's payloads ---------------------------------------------------------------------------
 
 def pack_messages(messages: list[list[bytes]]) -> bytes:
     out = []
@@ -68,30 +54,6 @@ def unpack_messages(payload: bytes) -> list[list[bytes]]:
     except struct.error as exc:
         raise ValueError(f"payload cut short: {exc}") from None
     return messages
-
-
-def request_sync(path: Path | str, request: dict, timeout: float) -> tuple[dict, bytes]:
-    """One request on a unix socket of this protocol, without an event loop: (reply, payload)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(frame({"id": 1, **request}))
-        data = b""
-
-        def need(size: int) -> None:
-            nonlocal data
-            while len(data) < size:
-                chunk = sock.recv(max(65536, size - len(data)))
-                if not chunk:
-                    raise ConnectionError("the connection was closed before the reply")
-                data += chunk
-        need(4)
-        (length,) = _LENGTH.unpack_from(data)
-        need(4 + length)
-        reply = json.loads(data[4:4 + length])
-        size = int(reply.get("payload", 0))
-        need(4 + length + size)
-        return reply, data[4 + length:4 + length + size]
 
 
 # --- Jupyter messages -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import uuid
 
 import pytest
-from persistent_notebooks import wire
+from persistent_notebooks import ipc, wire
 from persistent_notebooks.keeper.buffer import OVERHEAD, OutputBuffer
 from persistent_notebooks.wire import DELIM, Signer
 
@@ -212,10 +212,10 @@ def test_status_request_over_a_socket(tmp_path):
             data = conn.recv(65536)
             request = json.loads(data[4:])
             payload = wire.pack_messages([line(0)])
-            conn.sendall(wire.frame({"id": request["id"], "op": request["op"], "payload": len(payload)}) + payload)
+            conn.sendall(ipc.frame({"id": request["id"], "op": request["op"], "payload": len(payload)}) + payload)
     thread = threading.Thread(target=answer)
     thread.start()
-    reply, payload = wire.request_sync(path, {"op": "status"}, timeout=5)
+    reply, payload = ipc.request_sync(path, {"op": "status"}, timeout=5)
     thread.join()
     server.close()
     assert reply["op"] == "status" and len(wire.unpack_messages(payload)) == 1

@@ -1,7 +1,7 @@
 """Unit layer: the package's layers never run back up, and no module imports itself round a circle.
 
 Each process package (one per program of the container) imports only itself and the shared layers (settings,
-preflight, paths, state, log, tmuxctl, wire, programs, ...); a shared layer imports no process package. Read
+preflight, paths, state, log, tmuxctl, ipc, wire, programs, ...); a shared layer imports no process package. Read
 from the source with ast, lazy imports inside functions included.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -160,21 +161,21 @@ def run_main(argv: list[str]) -> int:
     if args.stop:
         if args.wait or args.first or args.cells or args.kernel or args.keep_going or args.no_resume:
             parser.error("--stop takes only the notebook or the run id")
-        record = runs.request("stop", target=args.notebook)["run"]
-        print(f"stopping run {record['id']} of {record['notebook']} at cell {record['cell']}")
+        record = runs.request_run("stop", target=args.notebook)
+        print(f"stopping run {record.id} of {record.notebook} at cell {record.cell}")
         return 0
     if args.first is not None and args.first < 1:
         parser.error("--from counts cells from 1")
     if not args.notebook and not args.kernel:
         parser.error("name the notebook to run (or, with --kernel ID, a running kernel whose notebook it is)")
     after = {"cell": args.after, "code": sys.stdin.read()} if args.after is not None else None
-    record = runs.request("start", notebook=args.notebook, cells=args.cells, keep_going=args.keep_going,
-                          kernel=args.kernel, resume=not args.no_resume, after=after, **{"from": args.first})["run"]
-    print(f"run {record['id']}: {record['notebook']}, {record['cells_total']} code cells, kernel "
-          f"{record['kernel_id'][:8]} ({record['kernel_name']})")
+    record = runs.request_run("start", notebook=args.notebook, cells=args.cells, keep_going=args.keep_going,
+                              kernel=args.kernel, resume=not args.no_resume, after=after, **{"from": args.first})
+    print(f"run {record.id}: {record.notebook}, {record.cells_total} code cells, kernel "
+          f"{(record.kernel_id or '-')[:8]} ({record.kernel_name})")
     if args.wait:
-        return runs.follow(record["id"])
-    print(f"follow it: notebookctl runs --wait {record['id']}  (or notebookctl runs; scripts/runs from the host)")
+        return runs.follow(record.id)
+    print(f"follow it: notebookctl runs --wait {record.id}  (or notebookctl runs; scripts/runs from the host)")
     return 0
 
 
@@ -188,16 +189,14 @@ def runs_main(argv: list[str]) -> int:
     found = records.all_runs()
     if args.wait:
         target = args.wait.removeprefix(str(settings.WORKSPACE) + "/")
-        match = [r for r in found if r["id"].startswith(target) or r["notebook"] == target]
+        match = [r for r in found if r.id.startswith(target) or r.notebook == target]
         if not match:
             raise runs.RunsError(f"no run {args.wait!r}; see notebookctl runs")
-        return runs.follow(match[0]["id"])
+        return runs.follow(match[0].id)
     if args.active:
-        found = [r for r in found if r["state"] in records.ACTIVE]
-    for r in found:
-        r["status"] = records.describe(r)
+        found = [r for r in found if r.state in records.ACTIVE]
     if args.json:
-        print(json.dumps(found, indent=1))
+        print(json.dumps([{**dataclasses.asdict(r), "status": r.describe()} for r in found], indent=1))
     elif args.active and not found:
         print("no runs going on")
     else:

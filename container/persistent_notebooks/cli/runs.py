@@ -7,13 +7,11 @@ only writer).
 
 from __future__ import annotations
 
-import json
-import socket
 import sys
 import time
 
-from .. import paths, programs
-from ..state.runs import ACTIVE, RunState, describe, read_run
+from .. import ipc, paths, programs
+from ..state.runs import ACTIVE, RunRecord, RunState, read_run
 
 START_TIMEOUT = 20.0
 
@@ -25,17 +23,7 @@ class RunsError(Exception):
 # --- talking to the runner --------------------------------------------------------------------
 
 def _ask(request: dict, timeout: float) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(paths.RUNNER_SOCKET))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the runner closed the connection")
-            data += chunk
-    return json.loads(data)
+    return ipc.request_sync(paths.RUNNER_SOCKET, request, timeout)[0]
 
 
 def start_runner() -> None:
@@ -68,10 +56,18 @@ def request(op: str, timeout: float = 120, **fields) -> dict:
     return reply
 
 
+def request_run(op: str, timeout: float = 120, **fields) -> RunRecord:
+    """A request the runner answers with a run's record (start, stop): that record."""
+    try:
+        return RunRecord.from_dict(request(op, timeout, **fields).get("run"))
+    except ValueError as exc:
+        raise RunsError(f"the runner's reply holds no run record: {exc}") from None
+
+
 # --- showing --------------------------------------------------------------------------------------
 
-def elapsed(record: dict) -> float:
-    return max(0.0, (record.get("ended") or time.time()) - (record.get("started") or time.time()))
+def elapsed(record: RunRecord) -> float:
+    return max(0.0, (record.ended or time.time()) - (record.started or time.time()))
 
 
 def clock(seconds: float) -> str:
@@ -84,23 +80,23 @@ def bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def progress_line(record: dict) -> str:
-    done, total = record.get("cells_done", 0), record.get("cells_total", 0)
-    return f"{bar(done, total)} {done}/{total} cells  {clock(elapsed(record))}  {describe(record)}"
+def progress_line(record: RunRecord) -> str:
+    done, total = record.cells_done, record.cells_total
+    return f"{bar(done, total)} {done}/{total} cells  {clock(elapsed(record))}  {record.describe()}"
 
 
-def table(runs: list[dict]) -> str:
+def table(runs: list[RunRecord]) -> str:
     from .usage import columns
 
     if not runs:
         return "no runs yet: notebookctl run NOTEBOOK"
     rows = [["RUN", "NOTEBOOK", "KERNEL", "PROGRESS", "ELAPSED", "STATE"]]
     for r in runs:
-        done, total = r.get("cells_done", 0), r.get("cells_total", 0)
-        state = describe(r) + (f"; saved to {r['saved_to']}" if r.get("saved_to") else "")
-        if r.get("write_error"):
-            state += f"; {r['write_error']}"
-        rows.append([r["id"], r["notebook"], (r.get("kernel_id") or "-")[:8],
+        done, total = r.cells_done, r.cells_total
+        state = r.describe() + (f"; saved to {r.saved_to}" if r.saved_to else "")
+        if r.write_error:
+            state += f"; {r.write_error}"
+        rows.append([r.id, r.notebook, (r.kernel_id or "-")[:8],
                      f"{bar(done, total, 10)} {done}/{total}", clock(elapsed(r)), state])
     return "\n".join(columns(rows))
 
@@ -121,14 +117,14 @@ def follow(run_id: str, out=sys.stderr) -> int:
             elif line.split("  ", 2)[::2] != (last or "").split("  ", 2)[::2]:
                 print(line, file=out, flush=True)
             last = line
-            if record["state"] not in ACTIVE:
+            if record.state not in ACTIVE:
                 if tty:
                     out.write("\n")
-                for note in record.get("notes") or []:
+                for note in record.notes:
                     print(f"note: {note}", file=out)
-                if record.get("saved_to"):
-                    print(f"outputs saved to {record['saved_to']}", file=out)
-                return 0 if record["state"] == RunState.DONE and not record.get("errors") else 1
+                if record.saved_to:
+                    print(f"outputs saved to {record.saved_to}", file=out)
+                return 0 if record.state == RunState.DONE and not record.errors else 1
             time.sleep(0.2)
     except KeyboardInterrupt:
         if tty:

@@ -158,7 +158,7 @@ def collect() -> dict:
         after = _cpu_seconds(procs)
         cpu = sum(max(0.0, after[pid] - before[kid].get(pid, after[pid])) for pid in after) / elapsed
         pss, rss = _memory(procs)
-        record = records.get(kid) or {}
+        record = records.get(kid)
         idle = _since(kernel.get("last_activity")) if kernel.get("execution_state") in IDLE_STATES else None
         row = {
             "id": kid,
@@ -168,13 +168,13 @@ def collect() -> dict:
             "connections": kernel.get("connections", 0),
             "last_activity": kernel.get("last_activity"),
             "idle_seconds": idle,
-            "pid": record.get("pid"),
+            "pid": record.pid if record else None,
             "processes": len(procs),
             "pss": pss,
             "rss": rss,
             "cpu_percent": round(100 * cpu, 1),
-            "run": ({"id": running[kid]["id"], "notebook": running[kid]["notebook"], "cell": running[kid]["cell"],
-                     "cells_done": running[kid]["cells_done"], "cells_total": running[kid]["cells_total"]}
+            "run": ({"id": running[kid].id, "notebook": running[kid].notebook, "cell": running[kid].cell,
+                     "cells_done": running[kid].cells_done, "cells_total": running[kid].cells_total}
                     if kid in running else None),
         }
         row.update(saved_state(kid))

@@ -15,8 +15,8 @@ It runs only while kernels do: the Jupyter server starts it (through supervisord
 a kernel, and it exits by itself once it has followed no kernel, and been asked nothing but its
 status, for IDLE_EXIT seconds; an idle stack pays nothing for it.
 
-What is kept of each kernel, and how it is bounded: buffer.py. The protocol on its unix socket (in
-the private run/ folder): wire.py. The Jupyter server's side of it: client.py.
+What is kept of each kernel, and how it is bounded: buffer.py. Its unix socket (in the private run/ folder) and
+its life as an on-demand program: ipc.py, its requests: wire.py. The Jupyter server's side: server/keeperclient.py.
 
     python -m persistent_notebooks.keeper      (supervisord's kernel-keeper program)
 """
@@ -24,19 +24,17 @@ the private run/ folder): wire.py. The Jupyter server's side of it: client.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
 
-from .. import atomic, kernelstate, paths, settings, wire
+from .. import atomic, ipc, kernelstate, paths, settings, wire
 from ..state import kernels as records
 from ..state.kernels import KernelRecord
 from ..wire import Signer
@@ -106,15 +104,20 @@ class KernelOutput(OutputBuffer):
         return {**super().status(), "pid": self.record.pid}
 
 
-class Keeper:
+class Keeper(ipc.Service):
     """Every running kernel's output while no client reads it, kept; the kernels ended cleanly at container stop."""
 
+    socket_path = paths.KEEPER_SOCKET
+    idle_exit = IDLE_EXIT
+    idle_note = "no kernel for %.0f s: exiting (the next kernel starts the keeper again)"
+    probes = frozenset({"status"})  # the watchdog's probe; a "ping" (a kernel is about to be launched) is work
+    log_name = "kernel-keeper"
+
     def __init__(self) -> None:
+        super().__init__()
         self.context = zmq.asyncio.Context()
         self.limit = settings.away_buffer()
         self.kernels: dict[str, KernelOutput] = {}
-        self.stopping = asyncio.Event()
-        self.last_request = time.monotonic()
 
     # --- kernels -----------------------------------------------------------------------------
 
@@ -146,28 +149,12 @@ class Keeper:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request = await wire.read_frame(reader)
-                reply, payload = self.handle(request)
-                if "id" in request:
-                    reply["id"] = request["id"]
-                    if payload is not None:
-                        reply["payload"] = len(payload)
-                    data = wire.frame(reply)
-                    writer.write(data + (payload or b""))
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def answer(self, request: dict) -> tuple[dict, bytes | None]:
+        return self.handle(request)
 
     def handle(self, request: dict) -> tuple[dict, bytes | None]:
         op, kernel_id = request.get("op"), request.get("kernel_id", "")
         kernel = self.kernels.get(kernel_id)
-        if op != "status":  # the watchdog's probe does not keep an idle keeper alive
-            self.last_request = time.monotonic()
         if op == "ping":  # a kernel is about to be launched
             pass
         elif op == "ack":
@@ -233,44 +220,29 @@ class Keeper:
             control.close()
         log.info("kernels shut down: %d cleanly, %d forced", clean, len(left))
 
-    def idle(self) -> bool:
-        return not self.kernels and time.monotonic() - self.last_request > IDLE_EXIT
+    def busy(self) -> bool:
+        return bool(self.kernels) or bool(records.live())
 
-    async def listen(self) -> asyncio.AbstractServer:
+    async def listen(self) -> None:
         """Serve the socket, then follow every running kernel (recorded before the socket was there)."""
-        paths.KEEPER_SOCKET.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(self.serve, path=str(paths.KEEPER_SOCKET))
-        os.chmod(paths.KEEPER_SOCKET, 0o600)
+        await super().listen()
         for record in records.live():
             if record.kernel_id not in self.kernels:
                 self.watch(record.kernel_id, recovering=True)
-        return server
 
-    async def run(self) -> None:
-        paths.private_dir(paths.RUN_DIR)
-        server = await self.listen()
+    async def started(self) -> None:
         for marker in paths.KEEPER_PENDING_DIR.glob("*") if paths.KEEPER_PENDING_DIR.is_dir() else []:
             if marker.name not in self.kernels:
                 marker.unlink(missing_ok=True)  # of a kernel that ended meanwhile
         log.info("following %d kernel(s); keeping up to %s bytes of output per kernel while away",
                  len(self.kernels), self.limit)
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 1.0)
-            if self.idle():
-                # Gone from the socket first, then a last look: a kernel recorded after that finds no
-                # keeper, and its server starts a new one (supervisord does once this one has exited).
-                server.close()
-                paths.KEEPER_SOCKET.unlink(missing_ok=True)
-                if not records.live():
-                    log.info("no kernel for %.0f s: exiting (the next kernel starts the keeper again)", IDLE_EXIT)
-                    return
-                server = await self.listen()
-        server.close()
+
+    async def stopped(self) -> None:
         await self.shutdown_kernels()
+
+    async def run(self) -> int:
+        paths.private_dir(paths.RUN_DIR)
+        return await super().run()
 
 
 def saving_state(record: KernelRecord) -> bool:
@@ -318,8 +290,7 @@ def main() -> int:
     except settings.SettingError as exc:
         log.error("%s", exc)
         return 78
-    asyncio.run(keeper.run())
-    return 0
+    return asyncio.run(keeper.run())
 
 
 if __name__ == "__main__":

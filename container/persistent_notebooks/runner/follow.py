@@ -74,13 +74,13 @@ class FollowRun(Run):
         """Follow one more execute request; returns once its output cannot be missed (before the kernel has it)."""
         await asyncio.wait_for(self.following.wait(), FOLLOW_READY_TIMEOUT)
         if self.stop_reason:
-            raise RunError(f"following kernel {self.record['kernel_id'][:8]} ended: {self.record.get('error')}")
+            raise RunError(f"following kernel {self.record.kernel_id[:8]} ended: {self.record.error}")
         self.channels.expected.add(msg_id)
         self.sent[msg_id] = FollowedCell(msg_id, cell_id, source)
         self.clients.add(client)
         self.ended_at = None
         self.last_activity = time.monotonic()
-        self.record["cells_total"] = len(self.sent)
+        self.record.cells_total = len(self.sent)
         self.save_record(force=False)
 
     def writing_due(self) -> bool:
@@ -93,7 +93,7 @@ class FollowRun(Run):
             return
         if not self.path.exists():  # deleted by its user (JupyterLab's own copy goes with it): nothing to keep
             if self.dirty:
-                self.note(f"{self.record['notebook']} was deleted: the outputs of its cells were not written")
+                self.note(f"{self.record.notebook} was deleted: the outputs of its cells were not written")
             self.dirty = False
             return
         await super().flush(force)
@@ -102,7 +102,7 @@ class FollowRun(Run):
         """Whether a page that sent the cells is connected now; None while Jupyter does not answer (it restarts: the
         page reconnects by itself within seconds)."""
         try:
-            model = jupyterapi.api("GET", f"/api/kernels/{self.record['kernel_id']}", timeout=5) or {}
+            model = jupyterapi.api("GET", f"/api/kernels/{self.record.kernel_id}", timeout=5) or {}
         except jupyterapi.ApiError:
             return None
         return bool(set(model.get("clients") or []) & self.clients)
@@ -135,11 +135,11 @@ class FollowRun(Run):
                         break
                     earlier.done = True
                 numbers = {c.get("id"): n for n, c in enumerate(self.base["cells"], 1)}
-                self.record["cell"] = numbers.get(cell.cell_id) or f"{cell.cell_id[:8]} (not saved)"
+                self.record.cell = numbers.get(cell.cell_id) or f"{cell.cell_id[:8]} (not saved)"
                 self.set_state(RunState.RUNNING)
             elif state == "idle":
                 cell.done = True
-                self.record["cells_done"] = sum(c.done for c in self.sent.values())
+                self.record.cells_done = sum(c.done for c in self.sent.values())
                 if all(c.done for c in self.sent.values()):
                     self.ended_at, self.ended_wall = time.monotonic(), time.time()
             return
@@ -151,7 +151,7 @@ class FollowRun(Run):
 
     async def main(self) -> None:
         try:
-            kid = self.record["kernel_id"]
+            kid = self.record.kernel_id
             record = records.read(kid)
             if record is None or not record.alive():
                 raise RunError(f"kernel {kid} has no live record in the state volume")
@@ -219,7 +219,7 @@ class FollowRun(Run):
                     f"persistent-notebooks: the container stopped while this cell ran; it runs again from its "
                     f"start in the restored kernel, with the {len(left) - 1} cell(s) JupyterLab had queued after it.")
                 self.dirty = True
-            self.record.update(resume=True, queued=[{"id": c.cell_id, "source": c.source} for c in left])
+            self.record.resume, self.record.queued = True, [{"id": c.cell_id, "source": c.source} for c in left]
             self.set_state(RunState.INTERRUPTED, reason="a container stop", ended=time.time())
         else:
             self.set_state(RunState.DONE, ended=time.time())

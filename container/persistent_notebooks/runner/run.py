@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from .. import kernelstate, paths, settings
 from ..state import kernels as records
+from ..state import runs
 from ..state.kernels import KernelRecord
-from ..state.runs import ACTIVE, PENDING_SUFFIX, RunState, describe
+from ..state.runs import ACTIVE, PENDING_SUFFIX, RunRecord, RunState
 from . import nbfile
 from .kernel import KernelChannels, RunError
 
@@ -39,7 +40,7 @@ class Run:
 
     def __init__(self, runner: Runner, path: Path, rel: str, nb: dict, cells: list[dict], kernel_id: str,
                  kernel_name: str, keep_going: bool, selection: str, resume: bool = True,
-                 resumed_from: dict | None = None) -> None:
+                 resumed_from: RunRecord | None = None) -> None:
         self.runner = runner
         self.path = path
         self.target = path  # where outputs go: the notebook, or a side file once it is gone
@@ -65,16 +66,13 @@ class Run:
         self.id = secrets.token_hex(4)
         self.pending = paths.RUNS_DIR / f"{self.id}{PENDING_SUFFIX}"  # outputs the notebook could not take yet
         self.kernel_record: KernelRecord | None = None
-        self.record = {
-            "id": self.id, "notebook": rel, "path": str(path), "kernel_id": kernel_id, "kernel_name": kernel_name,
-            "selection": selection, "keep_going": keep_going, "cells_total": len(cells), "cells_done": 0,
-            "cell": cells[0]["number"] if cells else None, "state": RunState.STARTING, "reason": None, "error": None,
-            "started": time.time(), "ended": None, "updated": time.time(), "runner_pid": os.getpid(),
-            "runner_start": paths.process_start_time(os.getpid()), "resume": resume,
-            "resumed_from": resumed_from["id"] if resumed_from else None,
-            "last_cell": cells[-1]["number"] if cells else None,
-            "saved_to": None, "notes": [], "errors": [], "write_error": None,
-        }
+        self.record = RunRecord(
+            id=self.id, notebook=rel, state=RunState.STARTING, path=str(path), kernel_id=kernel_id,
+            kernel_name=kernel_name, selection=selection, keep_going=keep_going, cells_total=len(cells),
+            cell=cells[0]["number"] if cells else None, last_cell=cells[-1]["number"] if cells else None,
+            started=time.time(), updated=time.time(), runner_pid=os.getpid(),
+            runner_start=paths.process_start_time(os.getpid()), resume=resume,
+            resumed_from=resumed_from.id if resumed_from else None)
         self.resumed_from = resumed_from
         self.save_record()
 
@@ -85,32 +83,33 @@ class Run:
         if not force and now - self.last_record < RECORD_INTERVAL:
             return
         self.last_record = now
-        self.record["updated"] = now
-        self.record["write_error"] = self.write_error
+        self.record.updated = now
+        self.record.write_error = self.write_error
         try:
-            paths.private_dir(paths.RUNS_DIR)
-            paths.write_private(paths.RUNS_DIR / f"{self.id}.json", json.dumps(self.record, indent=1))
+            runs.save(self.record)
         except OSError as exc:
             log.warning("run %s: cannot write its record: %s", self.id, exc)
 
-    def set_state(self, state: str, **fields) -> None:
-        changed = self.record["state"] != state or any(self.record.get(k) != v for k, v in fields.items())
-        self.record.update(state=state, **fields)
+    def set_state(self, state: RunState, **fields) -> None:
+        changed = self.record.state != state or any(getattr(self.record, k) != v for k, v in fields.items())
+        self.record.state = state
+        for name, value in fields.items():
+            setattr(self.record, name, value)
         if changed and not (state not in ACTIVE and self.write_error):  # (an end with outputs unsaved: saving)
             # waiting <-> running, twice a cell: at most every RECORD_INTERVAL; an end at once
             self.save_record(force=state not in ACTIVE)
 
     def note(self, text: str) -> None:
-        log.info("run %s (%s): %s", self.id, self.record["notebook"], text)
-        self.record["notes"].append(text)
+        log.info("run %s (%s): %s", self.id, self.record.notebook, text)
+        self.record.notes.append(text)
         self.save_record()
 
     def metadata(self) -> dict:
         r = self.record
         stamp = lambda t: None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
-        return {"id": r["id"], "state": r["state"], "status": describe(r), "started": stamp(r["started"]),
-                "ended": stamp(r["ended"]), "cell": r["cell"], "cells_done": r["cells_done"],
-                "cells_total": r["cells_total"], "kernel_id": r["kernel_id"], "kernel_name": r["kernel_name"]}
+        return {"id": r.id, "state": r.state, "status": r.describe(), "started": stamp(r.started),
+                "ended": stamp(r.ended), "cell": r.cell, "cells_done": r.cells_done,
+                "cells_total": r.cells_total, "kernel_id": r.kernel_id, "kernel_name": r.kernel_name}
 
     # --- the file -----------------------------------------------------------------------------------
 
@@ -118,7 +117,7 @@ class Run:
         """The notebook as it is on disk now; None if it is gone or no longer readable as a notebook."""
         for attempt in range(5):
             try:
-                return nbfile.parse(self.path.read_text(), self.record["notebook"])
+                return nbfile.parse(self.path.read_text(), self.record.notebook)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
             except (OSError, UnicodeDecodeError, nbfile.NotebookError):
@@ -203,12 +202,12 @@ class Run:
                 log.warning("run %s: %s", self.id, message)
             self.write_error = message
         if self.target != target:
-            self.record["saved_to"] = str(self.target)
-            self.note(f"{self.record['notebook']} was deleted, renamed or damaged during the run: saving to "
+            self.record.saved_to = str(self.target)
+            self.note(f"{self.record.notebook} was deleted, renamed or damaged during the run: saving to "
                       f"{self.target}")
-        if self.side_copy is not None and self.record.get("saved_to") != str(self.side_copy):
-            self.record["saved_to"] = str(self.side_copy)
-            self.note(f"cells this run executed are no longer in {self.record['notebook']} (another version saved "
+        if self.side_copy is not None and self.record.saved_to != str(self.side_copy):
+            self.record.saved_to = str(self.side_copy)
+            self.note(f"cells this run executed are no longer in {self.record.notebook} (another version saved "
                       f"over it, or its cells deleted): all of the run's outputs are also in {self.side_copy}")
         cost = time.monotonic() - started
         self.last_write = time.monotonic()
@@ -223,7 +222,7 @@ class Run:
         """The outputs the notebook could not take, in the state volume (as the notebook would hold them: each
         stream cut as in the file), so that none is lost if this runner ends before they can be written:
         the next runner writes them (Runner.write_pending)."""
-        kept = nbfile.PendingOutputs(run_id=self.id, notebook=self.record["notebook"], path=str(self.target),
+        kept = nbfile.PendingOutputs(run_id=self.id, notebook=self.record.notebook, path=str(self.target),
                                      results=results, metadata=self.metadata())
         paths.write_private(self.pending, kept.to_json())
 
@@ -261,7 +260,7 @@ class Run:
     async def main(self) -> None:
         channels = None
         try:
-            kid = self.record["kernel_id"]
+            kid = self.record.kernel_id
             deadline = time.monotonic() + 30
             while (record := records.read(kid)) is None or not record.alive():
                 if time.monotonic() > deadline:
@@ -273,7 +272,7 @@ class Run:
             if self.resumed_from:
                 restored = kernelstate.read_json(paths.KERNEL_STATE_DIR / kid / kernelstate.RESTORED) or {}
                 if restored.get("failure"):
-                    raise RunError(f"run {self.resumed_from['id']} was not resumed: its kernel could not be restored "
+                    raise RunError(f"run {self.resumed_from.id} was not resumed: its kernel could not be restored "
                                    f"({restored['failure']})")
             await self.execute_all(channels)
         except RunError as exc:
@@ -296,51 +295,52 @@ class Run:
         seconds until they are written or the container stops; it never says done with output missing."""
         if not self.write_error:
             return
-        final = {k: self.record[k] for k in ("state", "error", "ended")}
+        r = self.record
+        final = r.state, r.error, r.ended
         while self.write_error and not self.runner.stopping.is_set():
             self.set_state(RunState.SAVING, ended=None)
             self.save_record()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.runner.stopping.wait(), SAVE_RETRY)
             await self.flush(force=True)
-        self.record.update(final)
-        self.record["ended"] = self.record["ended"] or time.time()
+        r.state, r.error, r.ended = final
+        r.ended = r.ended or time.time()
         if not self.write_error:
             self.note("its outputs were written once the notebook could be saved again")
             await self.flush(force=True)  # the notebook's metadata says how it ended, not `saving`
         if self.write_error:  # the container stops: the outputs are in the state volume, for the next runner
             kept = "kept in the state volume: the next runner writes them" if self.pending.exists() else "lost"
-            self.record.update(state=RunState.FAILED, error=f"outputs not saved: {self.write_error}; {kept}")
+            r.state, r.error = RunState.FAILED, f"outputs not saved: {self.write_error}; {kept}"
 
     async def execute_all(self, channels: KernelChannels) -> None:
         for index, cell in enumerate(self.cells):
             if self.stop_reason:
                 break
             code, number = await self.current_cell(cell)
-            self.record.update(cell=number, cell_index=index + 1)
+            self.record.cell, self.record.cell_index = number, index + 1
             if code is None:
                 self.note(f"cell {number} was deleted (or is no longer a code cell) since the run started: skipped")
-                self.record["cells_done"] = index + 1
+                self.record.cells_done = index + 1
                 continue
             if code != cell["source"]:
                 self.note(f"cell {number} was edited after the run started: ran the version saved when the run "
                           "reached it")
             outputs = self.results[cell["id"]] = nbfile.CellOutputs(self.displays)
             if self.resumed_from and index == 0:
-                outputs.note(f"persistent-notebooks: run {self.resumed_from['id']} was interrupted by a container "
+                outputs.note(f"persistent-notebooks: run {self.resumed_from.id} was interrupted by a container "
                              f"restart while this cell ran; it goes on as run {self.id}, in the restored kernel, "
                              "and this cell runs again from its start.")
             self.dirty = True
             outcome = await self.execute(channels, outputs, code)
-            self.record["cells_done"] = index + 1
+            self.record.cells_done = index + 1
             await self.flush()  # batched by time (write_interval): a cell's end is in the file within seconds
             if outcome == "ok" or (outcome == "error" and self.keep_going and not self.stop_reason):
                 continue
             break
         await self.flush(force=True)  # before the end is said: with outputs unsaved, it is `saving` first
         ended = time.time()
-        if self.record["state"] == RunState.FAILED:
-            self.record["ended"] = ended
+        if self.record.state == RunState.FAILED:
+            self.record.ended = ended
             self.save_record()
         elif self.stop_reason == "container stop":
             self.set_state(RunState.INTERRUPTED, reason="a container stop", ended=ended)
@@ -380,16 +380,16 @@ class Run:
                 continue  # drain what is queued before the checks below
             if self.stop_reason == "container stop":
                 outputs.note(f"persistent-notebooks: the container stopped while this cell ran; the run "
-                             f"{self.id} ended here (cell {self.record['cell']}).")
+                             f"{self.id} ended here (cell {self.record.cell}).")
                 self.dirty = True
                 return "ended"
-            if self.stop_reason == "stop" and self.record["state"] == RunState.RUNNING and not interrupted:
+            if self.stop_reason == "stop" and self.record.state == RunState.RUNNING and not interrupted:
                 self.interrupt()
                 interrupted = True
             if not self.kernel_alive():
                 oom = " (out of memory: the OOM killer ends kernels first)" if self.runner.oom_kills_changed() else ""
                 outputs.fail("DeadKernelError", f"The kernel died while this cell ran{oom}; the run "
-                             f"{self.id} ended at cell {self.record['cell']}.")
+                             f"{self.id} ended at cell {self.record.cell}.")
                 self.dirty = True
                 self.set_state(RunState.FAILED, error=f"the kernel died{oom}")
                 return "ended"
@@ -403,13 +403,13 @@ class Run:
             # Never run: a cell run by hand before it failed, and ipykernel drops the requests queued behind
             # an error (stop_on_error, as VSCode and JupyterLab send their cells). Sent again, and said so.
             self.aborted += 1
-            self.note(f"cell {self.record['cell']} was not run: the kernel dropped it after another client's cell "
+            self.note(f"cell {self.record.cell} was not run: the kernel dropped it after another client's cell "
                       "failed before it; sent again")
             return await self.execute(channels, outputs, code)
         if self.stop_reason == "stop":
             return "ended"
         ename = reply.get("ename") or status or "error"
-        self.record["errors"].append({"cell": self.record["cell"], "error": ename})
+        self.record.errors.append({"cell": self.record.cell, "error": ename})
         if not self.keep_going:
             self.set_state(RunState.FAILED, error=ename)
         return "error"

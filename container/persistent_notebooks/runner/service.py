@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 import zmq.asyncio
 
-from .. import paths, settings
+from .. import ipc, paths, settings
 from ..state import kernels as records
-from ..state.runs import ACTIVE, PENDING_SUFFIX, RunState, all_runs, cut_short, describe, pending_outputs, resumable
+from ..state import runs
+from ..state.runs import ACTIVE, PENDING_SUFFIX, RunRecord, RunState
 from . import nbfile
 from .follow import FollowRun
 from .kernel import RunError, api
@@ -28,14 +28,21 @@ KEEP_FINISHED = 7 * 86400
 IDLE_EXIT = 60.0  # seconds with no run and no request, then the runner exits (started again on demand)
 
 
-class Runner:
-    """The runner's service: its socket and requests, the runs and follows going on, their records."""
+class Runner(ipc.Service):
+    """The runner's service: its requests, the runs and follows going on, their records."""
+
+    socket_path = paths.RUNNER_SOCKET
+    idle_exit = IDLE_EXIT
+    idle_note = "nothing to run for %.0f s: exiting (notebookctl run starts it again)"
+    log_name = "notebook-runner"
+    probes = frozenset({"ping"})  # the watchdog's, every few seconds
 
     def __init__(self) -> None:
+        super().__init__()
         self.context = zmq.asyncio.Context()
         self.runs: dict[str, Run] = {}
-        self.last_request = time.monotonic()
-        self.stopping = asyncio.Event()
+        self.unwritten = 0  # runs whose kept outputs wait to be written
+        self.last_pending = self.last_tidy = time.monotonic()
         self.oom_kills = self._oom_kills()
         self.kernel_note: str | None = None  # said by kernel_for about its choice, noted in the run
         self.pending_errors: dict[str, str] = {}  # run id -> why its kept outputs cannot be written yet
@@ -59,8 +66,8 @@ class Runner:
 
     def finished(self, run: Run) -> None:
         self.runs.pop(run.id, None)
-        if self.follows.get(run.record["kernel_id"]) is run:
-            del self.follows[run.record["kernel_id"]]
+        if self.follows.get(run.record.kernel_id) is run:
+            del self.follows[run.record.kernel_id]
         self.last_request = time.monotonic()
 
     # --- records --------------------------------------------------------------------------------
@@ -70,19 +77,17 @@ class Runner:
         if not paths.RUNS_DIR.is_dir():
             return
         for path in paths.RUNS_DIR.glob("*.json"):
-            try:
-                record = json.loads(path.read_text())
-                state = record["state"]
-            except (OSError, ValueError, KeyError, TypeError):
+            record = runs.load(path)
+            if record is None:
                 continue
-            if cut_short(record) and record["id"] not in self.runs:
-                record.update(state=RunState.INTERRUPTED, reason="the end of the runner (it was killed)",
-                              ended=record.get("updated") or time.time())
-                paths.write_private(path, json.dumps(record, indent=1))
+            if record.cut_short() and record.id not in self.runs:
+                record.mark_cut_short()
+                record.ended = record.updated or time.time()
+                runs.save(record)
                 # The notebook's own record of the run said "running": it says what happened instead.
-                nbfile.correct_run_metadata(Path(record.get("saved_to") or record.get("path") or "/nonexistent"),
-                                            record["id"], {"state": RunState.INTERRUPTED, "status": describe(record)})
-            elif state not in ACTIVE and time.time() - (record.get("ended") or 0) > KEEP_FINISHED:
+                nbfile.correct_run_metadata(Path(record.saved_to or record.path or "/nonexistent"),
+                                            record.id, {"state": RunState.INTERRUPTED, "status": record.describe()})
+            elif record.state not in ACTIVE and time.time() - (record.ended or 0) > KEEP_FINISHED:
                 path.unlink(missing_ok=True)
 
     def write_pending(self) -> int:
@@ -90,7 +95,7 @@ class Runner:
         (Run.keep_pending): written into the notebook now if it can take them (a side file if its cells are
         gone), the run's record saying so. Returns how many are still waiting."""
         left = 0
-        for pending in pending_outputs():
+        for pending in runs.pending_outputs():
             run_id = pending.name.removesuffix(PENDING_SUFFIX)
             if run_id in self.runs:
                 continue
@@ -122,59 +127,46 @@ class Runner:
     @staticmethod
     def note_on(run_id: str, text: str, saved_to: str | None = None) -> None:
         """A note in the record of a run of another runner (its outputs' fate)."""
-        record_path = paths.RUNS_DIR / f"{run_id}.json"
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(record_path.read_text())
-            record["notes"] = [*(record.get("notes") or []), text]
-            if saved_to is not None:
-                record["write_error"] = None
-                if saved_to != record.get("path"):
-                    record["saved_to"] = saved_to
-            paths.write_private(record_path, json.dumps(record, indent=1))
+        record = runs.load(runs.record_path(run_id))
+        if record is None:
+            return
+        record.notes.append(text)
+        if saved_to is not None:
+            record.write_error = None
+            if saved_to != record.path:
+                record.saved_to = saved_to
+        with contextlib.suppress(OSError):
+            runs.save(record)
 
     async def resume_runs(self) -> None:
         """Runs that a container stop or crash cut short go on in their restored kernels, from the cell
         that was running, to the end of what they were to run."""
-        for old in all_runs():
-            if not resumable(old):
+        for old in runs.all_runs():
+            if not old.resumable():
                 continue
-            request = {"notebook": old["notebook"], "kernel": old["kernel_id"], "keep_going": old.get("keep_going"),
-                       "cells": f"{old['cell']}-{old.get('last_cell') or ''}", "resumed_from": old}
-            if old.get("queued"):  # JupyterLab's cells (FollowRun): the code its page sent, not a range of the file
-                request.update(cells=None, queued=old["queued"], keep_going=False)
+            request = {"notebook": old.notebook, "kernel": old.kernel_id, "keep_going": old.keep_going,
+                       "cells": f"{old.cell}-{old.last_cell or ''}"}
+            if old.queued:  # JupyterLab's cells (FollowRun): the code its page sent, not a range of the file
+                request.update(cells=None, queued=old.queued, keep_going=False)
             try:
-                run = await self.start(request)
-                old.update(resumed_by=run.id)
-                log.info("run %s resumes run %s (%s) from cell %s", run.id, old["id"], old["notebook"], old["cell"])
+                run = await self.start(request, resumed_from=old)
+                old.resumed_by = run.id
+                log.info("run %s resumes run %s (%s) from cell %s", run.id, old.id, old.notebook, old.cell)
             except RunError as exc:
-                old.update(resumed_by="-", resume_error=str(exc))
-                log.warning("run %s of %s could not be resumed: %s", old["id"], old["notebook"], exc)
-            paths.write_private(paths.RUNS_DIR / f"{old['id']}.json", json.dumps(
-                {**old, "state": RunState.INTERRUPTED}, indent=1))
+                old.resumed_by, old.resume_error = "-", str(exc)
+                log.warning("run %s of %s could not be resumed: %s", old.id, old.notebook, exc)
+            old.state = RunState.INTERRUPTED
+            runs.save(old)
 
     # --- requests -------------------------------------------------------------------------------
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        work = True
+    async def answer(self, request: dict) -> tuple[dict, None]:
         try:
-            request = json.loads(await reader.readline())
-            work = not (isinstance(request, dict) and request.get("op") == "ping")  # the watchdog's, every few s
-            if work:
-                self.last_request = time.monotonic()
-            reply = await self.dispatch(request)
+            return await self.dispatch(request), None
         except RunError as exc:
-            reply = {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": str(exc)}, None
         except (ValueError, KeyError, TypeError) as exc:
-            reply = {"ok": False, "error": f"bad request: {exc}"}
-        except Exception as exc:  # noqa: BLE001 - answer, and keep serving
-            log.exception("request failed")
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        with contextlib.suppress(OSError):
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-            writer.close()
-        if work:  # (pings are no work: the runner still exits when idle)
-            self.last_request = time.monotonic()
+            return {"ok": False, "error": f"bad request: {exc}"}, None
 
     async def dispatch(self, request: dict) -> dict:
         op = request["op"]
@@ -183,10 +175,10 @@ class Runner:
         if op == "stop":
             run = self.find(request["target"])
             run.request_stop("stop")
-            return {"ok": True, "run": run.record}
+            return {"ok": True, "run": dataclasses.asdict(run.record)}
         if op == "start":
             run = await self.start(request)
-            return {"ok": True, "run": run.record}
+            return {"ok": True, "run": dataclasses.asdict(run.record)}
         if op == "follow":
             run = await self.follow(request)
             return {"ok": True, "run": run.id}
@@ -206,7 +198,8 @@ class Runner:
             raise RunError(f"no run of {target!r} is going on; see notebookctl runs")
         return found[0]
 
-    async def start(self, request: dict) -> Run:
+    async def start(self, request: dict, resumed_from: RunRecord | None = None) -> Run:
+        """A run as asked (a request of the socket), or going on from a run a container stop cut short."""
         if self.stopping.is_set():
             raise RunError("the container is stopping; start the run again once it is back")
         path, rel = resolve_notebook(request.get("notebook") or await asyncio.to_thread(
@@ -214,7 +207,7 @@ class Runner:
         for other in self.runs.values():
             # (JupyterLab's cells followed are no run of the notebook: %run_on_server from JupyterLab is one of them)
             if other.path == path and not isinstance(other, FollowRun):
-                raise RunError(f"{rel} is already being run (run {other.id}, {describe(other.record)}); wait for "
+                raise RunError(f"{rel} is already being run (run {other.id}, {other.record.describe()}); wait for "
                                f"it, or end it with `notebookctl run --stop {rel}`.")
         try:
             text = path.read_text()
@@ -258,7 +251,7 @@ class Runner:
         selection = "JupyterLab's cells left at a container stop" if request.get("queued") else \
             request.get("cells") or (f"{first}-" if first > 1 else "all")
         run = Run(self, path, rel, nb, cells, kernel_id, kernel_name, bool(request.get("keep_going")), selection,
-                  resume=request.get("resume", True) is not False, resumed_from=request.get("resumed_from"))
+                  resume=request.get("resume", True) is not False, resumed_from=resumed_from)
         self.runs[run.id] = run
         if self.kernel_note:
             run.note(self.kernel_note)
@@ -278,7 +271,7 @@ class Runner:
                 await run.add(request["msg_id"], request["cell_id"], request["code"], request["client"])
                 return run
             except RunError:
-                if attempt or not run.record.get("state") == RunState.DONE:
+                if attempt or run.record.state != RunState.DONE:
                     raise  # (a follow that ended just now, after its linger, is replaced once)
         raise AssertionError("unreachable")
 
@@ -378,48 +371,39 @@ class Runner:
 
     # --- life -------------------------------------------------------------------------------------
 
-    def container_stop(self) -> None:
+    def stop_requested(self) -> None:
         log.info("stopping: %d run(s) end here, each saving where it stopped", len(self.runs))
-        self.stopping.set()
         for run in self.runs.values():
             run.request_stop("container stop")
 
-    async def serve(self) -> int:
-        paths.private_dir(paths.RUN_DIR)
-        paths.private_dir(paths.RUNS_DIR)
-        self.tidy_records()
-        paths.RUNNER_SOCKET.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(self.handle, path=str(paths.RUNNER_SOCKET))
-        paths.RUNNER_SOCKET.chmod(0o600)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.container_stop)
+    async def started(self) -> None:
         log.info("ready on %s", paths.RUNNER_SOCKET)
         await self.resume_runs()
-        pending = await asyncio.to_thread(self.write_pending)
-        last_tidy = last_pending = time.monotonic()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 1.0)
-            if self.stopping.is_set():
-                break
-            if pending and time.monotonic() - last_pending > SAVE_RETRY:
-                pending = await asyncio.to_thread(self.write_pending)
-                last_pending = time.monotonic()
-            if not self.runs and not pending and time.monotonic() - self.last_request > IDLE_EXIT:
-                log.info("nothing to run for %.0f s: exiting (notebookctl run starts it again)", IDLE_EXIT)
-                break
-            if time.monotonic() - last_tidy > 3600:
-                self.tidy_records()
-                last_tidy = time.monotonic()
-        server.close()
-        paths.RUNNER_SOCKET.unlink(missing_ok=True)
+        self.unwritten = await asyncio.to_thread(self.write_pending)
+
+    async def tick(self) -> None:
+        if self.unwritten and time.monotonic() - self.last_pending > SAVE_RETRY:
+            self.unwritten = await asyncio.to_thread(self.write_pending)
+            self.last_pending = time.monotonic()
+        if time.monotonic() - self.last_tidy > 3600:
+            self.tidy_records()
+            self.last_tidy = time.monotonic()
+
+    def busy(self) -> bool:
+        return bool(self.runs or self.unwritten)
+
+    async def stopped(self) -> None:
         tasks = [run.task for run in self.runs.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=4)  # within supervisord's stopwaitsecs
-        return 0
+
+    async def run(self) -> int:
+        paths.private_dir(paths.RUN_DIR)
+        paths.private_dir(paths.RUNS_DIR)
+        self.tidy_records()
+        return await super().run()
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="notebook-runner: %(message)s")
-    return asyncio.run(Runner().serve())
+    return asyncio.run(Runner().run())

@@ -116,7 +116,10 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         marker = b"cellId" if isinstance(incoming_msg, bytes) else "cellId"
         if marker in incoming_msg:
             try:
-                cell = self._read_cell(incoming_msg)
+                request = self._cell_request(incoming_msg)
+                cell = request and lab_cell(self.kernel_id, self.session_id, *request)
+                if request and cell is None:
+                    self._note_editor_notebook(request[1])
             except Exception:  # noqa: BLE001 - never in the way of the message itself
                 self.log.debug("could not read the cell id of a message to kernel %s", self.kernel_id, exc_info=True)
                 cell = None
@@ -135,7 +138,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                 cell = None
                 if self._forwarding:
                     with contextlib.suppress(Exception):
-                        cell = self._read_cell(self._forwarding[0])
+                        request = self._cell_request(self._forwarding[0])
+                        cell = request and lab_cell(self.kernel_id, self.session_id, *request)
         except Exception:  # noqa: BLE001 - the held messages still go on, unfollowed
             self.log.exception("Handing JupyterLab's cells of kernel %s to the runner failed", self.kernel_id)
             for msg in self._forwarding or []:
@@ -144,8 +148,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         finally:
             self._forwarding = None
 
-    def _read_cell(self, incoming_msg):
-        """A JupyterLab cell's execute request (follow.SentCell), or None; notes a VSCode cell's notebook."""
+    def _cell_request(self, incoming_msg) -> tuple[dict, dict, dict] | None:
+        """The header, metadata and content of an execute request that names its cell (metadata.cellId)."""
         marker = b"cellId" if isinstance(incoming_msg, bytes) else "cellId"
         if marker not in incoming_msg:
             return None
@@ -156,17 +160,21 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         else:
             msg = json.loads(incoming_msg)
             header, metadata, content = msg.get("header") or {}, msg.get("metadata") or {}, msg.get("content") or {}
-        sent = lab_cell(self.kernel_id, self.session_id, header, metadata, content)
-        if sent is not None:
-            return sent
-        uri = metadata.get("cellId")
-        if header.get("msg_type") != "execute_request" or not isinstance(uri, str):
+        if header.get("msg_type") != "execute_request" or "cellId" not in metadata:
             return None
+        return header, metadata, content
+
+    def _note_editor_notebook(self, metadata: dict) -> None:
+        """A VSCode cell (its cellId a URI whose path is the notebook's): note the notebook in the kernel's
+        record, at most once a minute per notebook."""
+        uri = metadata.get("cellId")
+        if not isinstance(uri, str):
+            return
         uri = uri.split("#", 1)[0]
         self._notebooks_noted = self._notebooks_noted or {}
         now = time.monotonic()
         if now - self._notebooks_noted.get(uri, -60.0) < 60:
-            return None
+            return
         self._notebooks_noted[uri] = now
         notebook = notebook_of_cell(uri)
         if notebook:

@@ -9,12 +9,11 @@ unfollowed (said in the log): the page never waits long on us.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 
-from .. import paths, programs
+from .. import ipc, paths, programs
 
 ASK_TIMEOUT = 10.0  # the runner's start (on demand) included
 PAUSE = 30.0  # seconds no cell is handed over after the runner failed to answer (a hung one is replaced meanwhile)
@@ -44,16 +43,6 @@ def lab_cell(kernel_id: str, client: str, header: dict, metadata: dict, content:
     return SentCell(kernel_id, client or "", str(header.get("msg_id")), cell_id, content["code"])
 
 
-async def _ask(request: dict) -> dict:
-    reader, writer = await asyncio.open_unix_connection(str(paths.RUNNER_SOCKET))
-    try:
-        writer.write(json.dumps(request).encode() + b"\n")
-        await writer.drain()
-        return json.loads(await reader.readline())
-    finally:
-        writer.close()
-
-
 async def hand_over(cell: SentCell) -> bool:
     """Have the runner follow the cell; True once it does, False (logged) if it cannot within ASK_TIMEOUT (and then
     for PAUSE seconds no cell waits on it)."""
@@ -64,13 +53,13 @@ async def hand_over(cell: SentCell) -> bool:
     started = False
     while True:
         try:
-            reply = await asyncio.wait_for(_ask({"op": "follow", **asdict(cell)}),
-                                           max(0.1, deadline - time.monotonic()))
+            reply, _ = await ipc.request(paths.RUNNER_SOCKET, {"op": "follow", **asdict(cell)},
+                                         max(0.1, deadline - time.monotonic()))
             if not reply.get("ok"):
                 log.info("persistent-notebooks: cell %s of kernel %s not followed: %s", cell.cell_id[:8],
                          cell.kernel[:8], reply.get("error"))
             return bool(reply.get("ok"))
-        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, ValueError):
+        except (FileNotFoundError, ConnectionError, ValueError):  # not there yet, or on its way out
             if time.monotonic() > deadline:
                 break
             if not started:

@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 
-from .. import paths, programs, wire
+from .. import ipc, paths, programs, wire
 
 log = logging.getLogger("persistent_notebooks")
 TIMEOUT = 2.0
@@ -42,8 +42,7 @@ class KeeperClient:
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                reply = await wire.read_frame(reader)
-                payload = await reader.readexactly(reply["payload"]) if "payload" in reply else b""
+                reply, payload = await ipc.read_reply(reader)
                 future = self.pending.pop(reply.get("id"), None)
                 if future and not future.done():
                     future.set_result((reply, payload))
@@ -62,7 +61,7 @@ class KeeperClient:
         request_id = next(self.ids)
         future = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
-        writer.write(wire.frame({"op": op, "id": request_id, **fields}))
+        writer.write(ipc.frame({"op": op, "id": request_id, **fields}))
         try:
             return await asyncio.wait_for(future, TIMEOUT)
         finally:
@@ -70,7 +69,7 @@ class KeeperClient:
 
     def send(self, op: str, **fields) -> None:
         """Fire and forget (ack, watch, forget): the keeper rereads the records when it restarts."""
-        data = wire.frame({"op": op, **fields})
+        data = ipc.frame({"op": op, **fields})
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(data)
             return
@@ -130,7 +129,7 @@ KEEPER = KeeperClient()
 def status_sync(timeout: float = 2.0) -> dict:
     """The keeper's view of every kernel, asked without an event loop (server start-up, notebookctl,
     the watchdog)."""
-    return wire.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, timeout)[0]
+    return ipc.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, timeout)[0]
 
 
 if __name__ == "__main__":  # python -m persistent_notebooks.server.keeperclient: the keeper's status as JSON

@@ -33,10 +33,10 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from traitlets import default
 
-from .. import kernelstate, paths, programs, settings, wire
+from .. import ipc, kernelstate, paths, programs, settings
 from ..state import kernels as records
 from ..state.kernels import KernelRecord
-from ..state.runs import all_runs, resumable
+from ..state.runs import all_runs
 from .connection import CLIENTS
 from .keeperclient import KEEPER, status_sync
 from .sessions import repair_sessions_db
@@ -267,7 +267,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                 self.log.exception("Could not adopt kernel %s", kernel_id)
         if self._kernels and not self._initialized_culler:
             self.initialize_culler()
-        if any(record.restored_at for record in found) and any(resumable(r) for r in all_runs()):
+        if any(record.restored_at for record in found) and any(r.resumable() for r in all_runs()):
             try:  # runs the container's end interrupted go on in their restored kernels
                 programs.start(programs.RUNNER)
             except programs.ProgramError as error:
@@ -316,7 +316,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                              restored_at=time.time())
         records.write(new)
         with contextlib.suppress(OSError, ValueError):  # a keeper already running follows it too
-            wire.request_sync(paths.KEEPER_SOCKET, {"op": "watch", "kernel_id": kernel_id}, 1.0)
+            ipc.request_sync(paths.KEEPER_SOCKET, {"op": "watch", "kernel_id": kernel_id}, 1.0)
         self.log.info("Kernel %s (%s) started again after the container's restart; it loads its saved "
                       "variables", kernel_id, record.kernel_name)
         return new

@@ -37,7 +37,7 @@ from pathlib import Path
 from supervisor import events
 from supervisor.states import ProcessStates, SupervisorStates, getProcessStateDescription
 
-from .. import paths, programs, settings, wire
+from .. import ipc, paths, programs, settings
 from ..state import kernels as records
 from ..state.health import write_health
 from ..state.runs import ACTIVE, all_runs, pending_outputs
@@ -88,29 +88,24 @@ def _status(request: str) -> str | None:
 def probe_keeper() -> str | None:
     """None if the kernel keeper answers a status request on its socket, else what went wrong."""
     try:
-        wire.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, PROBE_TIMEOUT)
+        ipc.request_sync(paths.KEEPER_SOCKET, {"op": "status"}, PROBE_TIMEOUT)
     except (OSError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
 
 
 def probe_runner() -> str | None:
-    """None if the notebook runner answers a ping on its socket (one JSON line each way), else what went wrong."""
+    """None if the notebook runner answers a ping on its socket, else what went wrong."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(PROBE_TIMEOUT)
-            sock.connect(str(paths.RUNNER_SOCKET))
-            sock.sendall(b'{"op": "ping"}\n')
-            if not sock.makefile("rb").readline(4096).strip():
-                return "closed the connection"
-    except OSError as exc:
+        ipc.request_sync(paths.RUNNER_SOCKET, {"op": "ping"}, PROBE_TIMEOUT)
+    except (OSError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
 
 
 def runs_active() -> int:
     """Runs going on, and outputs kept for a notebook that could not take them (the runner writes them on)."""
-    return len([r for r in all_runs() if r["state"] in ACTIVE]) + len(pending_outputs())
+    return len([r for r in all_runs() if r.state in ACTIVE]) + len(pending_outputs())
 
 
 def session_attached(pid: int) -> bool:
