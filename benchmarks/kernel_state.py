@@ -120,7 +120,7 @@ def restart_to_answers(stack: Stack, token: str, checks: dict[str, tuple[str, st
     for kernel_id, (code, expected) in checks.items():
         with KernelConnection(stack.base_url, token, kernel_id, timeout=300) as kernel:
             out = kernel.execute(code)
-        assert out["stdout"].strip() == expected, out
+        assert out["stdout"].strip() == expected, f"kernel {kernel_id}: {out}\n{stack.logs()[-6000:]}"
     return {"first_200_s": first_200, "kernels_answer_s": time.monotonic() - started}
 
 

@@ -1,9 +1,9 @@
 """Fixtures: one test image built from this checkout, the main stack (pytest-docker) and extra stacks.
 
 Everything a run makes carries a unique name (image tag, compose projects) and is removed at the end. Under
-pytest-xdist (scripts/test runs the suite on several workers) the image is built once for all workers, each
-worker has a main stack of its own, and a module whose tests share a stack of its own runs on one worker
-(its `xdist_group`).
+pytest-xdist (scripts/test runs the suite on several workers, `--dist loadfile`: a module's tests, which may share a
+stack of their own, run on one worker) the image is built once for all workers, each worker has a main stack of its
+own, and the two hub modules take turns (hub_turn).
 """
 
 from __future__ import annotations
@@ -63,6 +63,14 @@ def run_lock(config: pytest.Config, tmp_path_factory, name: str) -> Iterator[Non
     folder = base if is_controller(config) else base.parent  # a worker's is a folder in the run's
     with open(folder / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="module")
+def hub_turn(pytestconfig, tmp_path_factory) -> Iterator[None]:
+    """Held by a hub module while its hub runs: the hubs share their images (the hub's, its users'), and the swarm
+    hub makes the engine a swarm, so the two hub modules never run at once on two workers."""
+    with run_lock(pytestconfig, tmp_path_factory, "hub"):
         yield
 
 
@@ -163,9 +171,22 @@ def stack(docker_services, main_stack_config) -> Stack:
     return main_stack_config
 
 
+# The modules that take longest (their tests' time summed, from a run's --durations), longest first: handed to the
+# workers first (scripts/test: --no-loadscope-reorder), so that none starts late and holds up the end of the run.
+LONGEST_FIRST = ("test_hub.py", "test_runs.py", "test_damage.py", "test_benchmark.py", "test_survival.py",
+                 "test_away.py", "test_kernel_restore.py", "test_environments.py", "test_browser.py",
+                 "test_restarts.py", "test_every_line.py", "test_hub_swarm.py", "test_hardening.py")
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds."""
-    items.sort(key=lambda item: 0 if "unit" in item.path.parent.parts[-1:] else 1)
+    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds; then the
+    modules that take longest."""
+    def rank(item) -> tuple[int, int]:
+        if "unit" in item.path.parent.parts[-1:]:
+            return (0, 0)
+        name = item.path.name
+        return (1, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST))
+    items.sort(key=rank)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,6 @@ from conftest import TEST_GID, TEST_UID, own_stack
 from kernelclient import KernelConnection, api, start_kernel
 from stack import SUPERVISORCTL, Stack, wait_for
 
-pytestmark = pytest.mark.xdist_group("damage")  # the tests share a stack of their own: one worker runs them all
-
 KERNELS = "/var/lib/persistent-notebooks/kernels"
 
 

@@ -14,8 +14,6 @@ from conftest import own_stack
 from kernelclient import KernelConnection, api, shutdown_kernel, start_kernel
 from stack import Stack, wait_for
 
-pytestmark = pytest.mark.xdist_group("environments")  # the tests share a stack of their own: one worker runs them all
-
 ENVS = "/var/lib/persistent-notebooks/envs"
 # Small, pure Python, and not in the image's own environment.
 PACKAGE, MODULE = "iniconfig==2.1.0", "iniconfig"

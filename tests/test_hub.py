@@ -20,14 +20,12 @@ from hubclient import Hub, HubUser, api_times_during_logins, running_hub, timed_
 from kernelclient import KernelConnection
 from stack import REPO, SUPERVISORCTL, docker_client, wait_for
 
-pytestmark = pytest.mark.xdist_group("hub")  # the hub's modules share users' images: one worker runs both
-
 PROJECT = "pnhubtest"
 ALICE_PASSWORD = "alice-secret-42"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory) -> Hub:
+def hub(hub_turn, tmp_path_factory) -> Hub:
     with running_hub(PROJECT, tmp_path_factory.mktemp("hub") / "users") as hub:
         made = hub.script("user", "add", "alice", "--password-stdin", stdin=ALICE_PASSWORD + "\n")
         assert made.returncode == 0, made.stderr

@@ -9,8 +9,6 @@ from hubclient import running_hub
 from kernelclient import KernelConnection
 from stack import docker_client, wait_for
 
-pytestmark = pytest.mark.xdist_group("hub")  # the hub's modules share users' images: one worker runs both
-
 PROJECT = "pnhubswarm"
 
 
@@ -19,7 +17,7 @@ def swarm_state() -> str:
 
 
 @pytest.fixture(scope="module")
-def swarm():
+def swarm(hub_turn):
     """A one-node swarm of the test's own; the engine is left as it was found (no swarm, no docker_gwbridge)."""
     if swarm_state() != "inactive":
         pytest.skip(f"this engine is in a swarm already ({swarm_state()}): the test makes a swarm of its own "

@@ -22,8 +22,6 @@ from conftest import TEST_GID, TEST_UID, own_stack
 from kernelclient import KernelConnection, api
 from stack import Stack, wait_for
 
-pytestmark = pytest.mark.xdist_group("runs")  # the tests share a stack of their own: one worker runs them all
-
 # A 2x2 red PNG, as a kernel displays it (IPython.display.Image).
 PNG = base64.b64encode(bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"

@@ -15,8 +15,6 @@ import pytest
 from kernelclient import KernelConnection, across_a_drop, api, list_kernels
 from stack import SUPERVISORCTL, Stack, wait_for
 
-pytestmark = pytest.mark.xdist_group("survival")  # the tests share a stack of their own: one worker runs them all
-
 LOOP = """
 import json
 import re

@@ -137,6 +137,8 @@ class Service:
         try:
             while True:
                 message = await read_frame(reader)
+                if not isinstance(message, dict):
+                    break  # not this protocol: the connection ends
                 work = message.get("op") not in self.probes
                 if work:
                     self.last_request = time.monotonic()
@@ -174,7 +176,7 @@ class Service:
             if self.stopping.is_set():
                 break
             await self.tick()
-            if not self.busy() and time.monotonic() - self.last_request > self.idle_exit:
+            if time.monotonic() - self.last_request > self.idle_exit and not self.busy():
                 self.close()
                 if not self.busy():
                     logging.getLogger(self.log_name).info(self.idle_note, self.idle_exit)

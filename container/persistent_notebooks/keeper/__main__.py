@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import zmq
@@ -44,6 +45,7 @@ log = logging.getLogger("kernel-keeper")
 SHUTDOWN_WAIT = 8.0  # seconds a kernel gets to exit after a shutdown_request, then SIGTERM, then SIGKILL
 SAVING_WAIT = 40.0  # ... or, while it writes its state (kernelstate.WRITING), this long in all
 IDLE_EXIT = 20.0  # seconds with no kernel to follow and no request (but status), then the keeper exits
+RETRY_WATCH = 5.0  # seconds between looks for running kernels it does not follow
 
 
 class KernelOutput(OutputBuffer):
@@ -118,6 +120,7 @@ class Keeper(ipc.Service):
         self.context = zmq.asyncio.Context()
         self.limit = settings.away_buffer()
         self.kernels: dict[str, KernelOutput] = {}
+        self.last_retry = time.monotonic()
 
     # --- kernels -----------------------------------------------------------------------------
 
@@ -222,6 +225,15 @@ class Keeper(ipc.Service):
 
     def busy(self) -> bool:
         return bool(self.kernels) or bool(records.live())
+
+    async def tick(self) -> None:
+        """Every RETRY_WATCH seconds, follow a running kernel it could not follow before (e.g. its connection
+        file was not readable yet)."""
+        if time.monotonic() - self.last_retry > RETRY_WATCH:
+            self.last_retry = time.monotonic()
+            for record in records.live():
+                if record.kernel_id not in self.kernels:
+                    self.watch(record.kernel_id, recovering=True)
 
     async def listen(self) -> None:
         """Serve the socket, then follow every running kernel (recorded before the socket was there)."""

@@ -11,8 +11,8 @@ file as it is on disk (nbfile), after every cell and every few seconds during a 
 It owns the run records (runs/ID.json in the state volume): it creates, updates and prunes them
 (finished runs are kept KEEP_FINISHED seconds); `notebookctl runs` only reads them.
 
-Protocol, on the private unix socket run/runner.sock: one JSON line per request, one per reply
-({"ok": true, ...} or {"ok": false, "error": "..."}).
+Requests, on the private unix socket run/runner.sock (framed as ipc.py says): ping, start, stop, follow; each
+reply {"ok": true, ...} or {"ok": false, "error": "..."}.
 
 The code: kernel.py (a kernel's channels), run.py (one run), follow.py (JupyterLab's cells followed), service.py
 (the socket, the records, resuming, the idle exit).

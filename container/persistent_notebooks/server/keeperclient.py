@@ -112,9 +112,12 @@ class KeeperClient:
     async def fetch(self, kernel_id: str, after: str | None = None) -> list[list[bytes]]:
         """The kept output of a kernel: everything not yet delivered, or what came after msg_id `after`."""
         try:
-            _, payload = await self.request("fetch", kernel_id=kernel_id, after=after)
+            reply, payload = await self.request("fetch", kernel_id=kernel_id, after=after)
         except (TimeoutError, OSError) as exc:
             log.warning("kernel keeper unreachable, no kept output for %s: %s", kernel_id, exc)
+            return []
+        if reply.get("ok") is False:
+            log.warning("kernel keeper could not fetch the kept output of %s: %s", kernel_id, reply.get("error"))
             return []
         try:
             return wire.unpack_messages(payload)
