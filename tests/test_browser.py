@@ -30,12 +30,16 @@ def cell_output(driver, index: int) -> str:
 
 
 def dismiss_dialogs(driver) -> None:
-    """Click away JupyterLab's dialogs as a user would (after a crash: "Server Connection Error", Dismiss)."""
-    for button in css(driver, ".jp-Dialog .jp-Dialog-footer button.jp-mod-accept"):
-        try:
-            button.click()
-        except WebDriverException:
-            pass  # gone meanwhile
+    """Click away JupyterLab's dialogs as a user would: its accept button, else its last one (after a crash:
+    "Server Connection Error", whose one button is Close)."""
+    for dialog in css(driver, ".jp-Dialog"):
+        buttons = dialog.find_elements(By.CSS_SELECTOR, ".jp-Dialog-footer button")
+        accept = [b for b in buttons if "jp-mod-accept" in (b.get_attribute("class") or "")]
+        for button in (accept or buttons[-1:]):
+            try:
+                button.click()
+            except WebDriverException:
+                pass  # gone meanwhile
 
 
 def run_in_new_cell(driver, code: str) -> None:

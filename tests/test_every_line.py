@@ -150,3 +150,35 @@ def test_a_busy_kernel_is_reachable_at_once_after_a_crash(stack: Stack, kernel: 
         assert errors == ["KeyboardInterrupt"] and end["idle"], f"interrupt did not end the cell: {errors}"
         again = b.execute("print(kept)")
         assert again["stdout"] == "42\n", f"not the same kernel: {again}"
+
+
+STALL_LINES = 20_000
+STALL_CELL = f"""
+import os, time
+while not os.path.exists({{flag!r}}):
+    time.sleep(0.05)
+for i in range({STALL_LINES}):
+    print(i, flush=True)  # one message each, about 12 MB in all: more than the sockets' buffers hold
+"""
+
+
+def test_a_stalled_jupyter_loses_no_line_printed_meanwhile(stack: Stack, kernel: str):
+    """Jupyter stopped (SIGSTOP, as a loaded machine or a long GC pause stalls it) while a cell prints 20,000
+    one-message lines: its subscription to the kernel falls behind by more than the sockets hold, and the
+    kernel's publisher queues the rest (ZeroMQ's default would drop past 1,000 messages, silently). Every line
+    should reach the connected client once Jupyter goes on."""
+    flag = f"/tmp/go-{kernel}"
+    jupyter = stack.program_pid("jupyter")
+    with KernelConnection(stack.base_url, stack.token(), kernel, timeout=90) as client:  # (a dropped idle: no end)
+        msg_id = client.submit(STALL_CELL.format(flag=flag))
+        stack.wait_kernel_state(kernel, "busy", 30, msg_id)
+        stack.exec("kill", "-STOP", str(jupyter))
+        try:
+            stack.exec("touch", flag)
+            stack.wait_kernel_idle(kernel, 60, msg_id)  # the keeper, a subscriber of its own, saw the cell end
+        finally:
+            stack.exec("kill", "-CONT", str(jupyter))
+        out = client.follow(msg_id)
+    got = numbers(out["stdout"])
+    assert got == list(range(STALL_LINES)), \
+        f"{STALL_LINES - len(set(got))} of {STALL_LINES} lines lost while Jupyter was stalled"

@@ -5,6 +5,9 @@ profile config (IPYTHONDIR, in the state volume) is read after it and adds to it
 """
 
 c = get_config()  # noqa: F821 - provided by IPython when it loads this file
+# The IOPub publisher queues for a subscriber that falls behind instead of dropping lines (iopub_queue.py); now,
+# before the kernel makes its sockets.
+exec(open("/etc/ipython/iopub_queue.py").read(), {})
 # Printed output must not pile up in the kernel's memory (bounded_output_history.py). Run in a
 # namespace of its own: nothing is added to the user's.
 c.InteractiveShellApp.exec_lines.append(
