@@ -10,7 +10,7 @@ import sys
 from .. import environments as envs
 from .. import settings
 from ..state import runs as records
-from . import runs, usage
+from . import kernels, runs
 
 ENV_HELP = """\
 Python environments as kernels.
@@ -72,7 +72,7 @@ def env_main(argv: list[str]) -> int:
         else:
             rows = [["KERNEL", "PYTHON", "SOURCE", "LOCATION"]]
             rows += [[e.kernel_name, e.python_version, e.source, str(e.prefix)] for e in found]
-            print("\n".join(usage.columns(rows)))
+            print("\n".join(kernels.columns(rows)))
     else:
         print(f"removed {envs.remove(args.name)}")
     return 0
@@ -90,7 +90,7 @@ def kernels_main(argv: list[str]) -> int:
     if args.action == "stop":
         if not args.targets and args.idle_for is None:
             parser.error("kernels stop needs kernel ids, notebook paths or --idle-for DURATION")
-        stopped = usage.stop(args.targets, args.idle_for)
+        stopped = kernels.stop(args.targets, args.idle_for)
         if args.json:
             print(json.dumps(stopped, indent=1))
         for item in stopped if not args.json else []:
@@ -103,15 +103,15 @@ def kernels_main(argv: list[str]) -> int:
         if not args.targets:
             parser.error("kernels forget needs kernel ids")
         for target in args.targets:
-            print(f"forgot the saved variables of kernel {usage.forget(target)[:8]}")
+            print(f"forgot the saved variables of kernel {kernels.forget(target)[:8]}")
         return 0
     if args.targets or args.idle_for is not None:
         parser.error("ids, paths and --idle-for go with `kernels stop`")
-    data = usage.collect()
+    data = kernels.collect()
     if args.total and not args.json:
-        print("\n".join(usage.total_lines(data["total"])))
+        print("\n".join(kernels.total_lines(data["total"])))
     else:
-        print(json.dumps(data, indent=1) if args.json else usage.table(data))
+        print(json.dumps(data, indent=1) if args.json else kernels.table(data))
     return 0
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return commands[argv[0]](argv[1:])
-    except (envs.EnvError, usage.UsageError, runs.RunsError) as exc:
+    except (envs.EnvError, kernels.UsageError, runs.RunsError) as exc:
         print(f"notebookctl {argv[0]}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -86,7 +86,7 @@ def progress_line(record: RunRecord) -> str:
 
 
 def table(runs: list[RunRecord]) -> str:
-    from .usage import columns
+    from .kernels import columns
 
     if not runs:
         return "no runs yet: notebookctl run NOTEBOOK"

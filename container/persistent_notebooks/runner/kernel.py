@@ -1,5 +1,9 @@
 """The runner's way to a kernel: its ZeroMQ channels, straight from the connection file in its record (never
-through the Jupyter server, so that runs go on through a crash, a kill -9 or a hang of Jupyter)."""
+through the Jupyter server, so that runs go on through a crash, a kill -9 or a hang of Jupyter).
+
+jupyter_client's Session signs and reads the messages; the three sockets are made here rather than by its
+AsyncKernelClient, so that every run and follow shares one context and the IOPub subscription never drops (RCVHWM 0),
+and one reader per socket hands our requests' replies and the cell's output to the run in the order they came."""
 
 from __future__ import annotations
 
