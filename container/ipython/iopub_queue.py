@@ -26,7 +26,7 @@ def _queue_iopub():
         try:
             return init_iopub(self, context)
         finally:
-            context.sockopts.pop(zmq.SNDHWM, None)
+            getattr(context, "sockopts", {}).pop(zmq.SNDHWM, None)  # (only the IOPub socket)
 
     queuing_init_iopub.queues = True
     IPKernelApp.init_iopub = queuing_init_iopub
