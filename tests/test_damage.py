@@ -318,6 +318,7 @@ def test_the_keeper_runs_only_while_kernels_do(stack: Stack):
         stack.exec("kill", pid, check=False)
 
 
+@pytest.mark.alone  # the notice is awaited for a bounded time
 def test_a_killed_keeper_tells_the_next_client_what_was_lost(stack: Stack):
     """Output kept while away and lost with a kill -9 of the keeper should be announced to the next client."""
     token = stack.token()

@@ -168,6 +168,7 @@ def test_names_too_long_for_a_container_are_refused_with_the_limit(hub: Hub):
     hub.script("user", "remove", "x" * 32, "--delete-state")
 
 
+@pytest.mark.alone  # times compared within a few ms
 def test_wrong_passwords_tell_nothing_and_keep_the_hub_responsive(hub: Hub):
     """Wrong passwords (8 and 100 bytes) of an existing and an unknown user should get the same answer in the
     same time (bcrypt for both; medians of 20, interleaved); a password too long for bcrypt is refused at

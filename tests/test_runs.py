@@ -693,6 +693,7 @@ def test_a_restart_while_a_cell_has_printed_180_mb_keeps_its_output_and_says_so(
 RUNNER_PEAK_MIB = 150
 
 
+@pytest.mark.alone  # a peak of memory: a runner that a loaded machine slows queues more
 def test_a_cell_printing_300_mb_costs_the_runner_little(make_stack):
     """A cell printing 300 MB under NOTEBOOK_MEMORY_LIMIT=1g, beside an idle kernel holding 200 MB: nothing is
     OOM-killed, the runner's peak memory stays within its bound (it was 960 MiB for 200 MB), and the notebook
