@@ -178,14 +178,16 @@ LONGEST_FIRST = ("test_hub.py", "test_runs.py", "test_damage.py", "test_benchmar
                  "test_restarts.py", "test_every_line.py", "test_hub_swarm.py", "test_hardening.py")
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds; then the
-    modules that take longest."""
+def pytest_collection_modifyitems(config, items) -> None:
+    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds; on workers,
+    then the modules that take longest."""
+    workers = config.getoption("dist", "no") != "no"
+
     def rank(item) -> tuple[int, int]:
         if "unit" in item.path.parent.parts[-1:]:
             return (0, 0)
         name = item.path.name
-        return (1, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST))
+        return (1, LONGEST_FIRST.index(name) if workers and name in LONGEST_FIRST else len(LONGEST_FIRST))
     items.sort(key=rank)
 
 
