@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> dict:
         idle.measure(bench)
         kernels.measure(bench)  # memory per kernel (bench.kernel_ids), reconnect, throughput, output while away
         healing.adoption(bench)  # kill -9 of Jupyter with those kernels, then they are shut down
+        healing.floor_restart(bench)  # ... and its floor: stock jupyter lab killed and started again
         healing.busy_kernel(bench)
         workspace_scan.measure(bench)
         healing.keeper_killed(bench)

@@ -4,11 +4,13 @@ kept while away across a killed keeper, Jupyter and tmux killed and back, tmux's
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 from harness import KILL_JUPYTER, Bench, kernels_answering_since, progress, ready_kernel, settle, summary
 from kernelclient import KernelConnection, api
-from stack import Stack, wait_for
+from stack import Stack, http_get, wait_for
+from startup import Floor
 
 
 def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
@@ -33,6 +35,44 @@ def adoption(bench: Bench) -> None:
     settle(stack)
     for kernel_id in kernel_ids:
         api(stack.base_url, token, f"/api/kernels/{kernel_id}", "DELETE")
+
+
+# kill -9 of the floor's Jupyter (the process whose command line names jupyter-lab) once it has run 4 s, as settle()
+# waits for the stack's programs; prints when (time.time()).
+KILL_FLOOR = r"""
+import os, signal, time
+pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()
+           and b"jupyter-lab" in open(f"/proc/{p}/cmdline", "rb").read())
+def age():
+    started = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return float(open("/proc/uptime").read().split()[0]) - started
+while age() < 4:
+    time.sleep(0.1)
+os.kill(pid, signal.SIGKILL)
+print(time.time())
+"""
+
+
+def floor_restart(bench: Bench) -> None:
+    """results["floor_restart_s"]: the floor for kill -9 of Jupyter -> a kernel answering: stock `jupyter lab`,
+    killed and started again at once, to its first 200 (the same polling from the host; no kernel to adopt)."""
+    floor = Floor(bench.client, bench.image, app="lab", restarting=True)
+    bench.floors.append(floor)  # removed at the end
+    wait_for(lambda: http_get(f"{floor.base_url}/api/status", floor.token, timeout=2)[0] == 200, 120,
+             "the restarting floor to answer", interval=0.05)
+    times = []
+    for i in range(bench.runs):
+        progress(f"kill -9 of the floor's jupyter lab {i + 1}/{bench.runs}")
+        killed_at = float(floor.container.exec_run(["python3", "-c", KILL_FLOOR]).output)
+        wait_for(lambda: http_get(f"{floor.base_url}/api/status", floor.token, timeout=2)[0] == 200, 120,
+                 "the floor to answer again after kill -9", interval=0.02)
+        times.append(time.time() - killed_at)
+    floor_s = statistics.median(times)
+    bench.results["floor_restart_s"] = {
+        "lab_killed_to_first_200": summary(times),
+        "ratio_one_kernel_back": bench.results["kernels_back_after_kill_s"]["1"]["median"] / floor_s}
+    floor.remove()
+    bench.floors.remove(floor)
 
 
 def busy_kernel_after_kill(stack: Stack, token: str) -> dict:

@@ -56,7 +56,10 @@ def table(r: dict) -> str:
           f"{r['burst'][f'stack_{mode}']['stream_messages']} ({r['burst'][f'stack_{mode}']['messages_per_s']:.0f}/s) | "
           f"{r['burst'][f'floor_{mode}']['lost']}, {r['burst'][f'floor_{mode}']['stream_messages']} "
           f"({r['burst'][f'floor_{mode}']['messages_per_s']:.0f}/s) | |" for mode in ("connected", "away")),
-        *[f"| kill -9 of Jupyter -> {n} kernel(s) answering again | {fmt(v)} | | |"
+        *[f"| kill -9 of Jupyter -> {n} kernel(s) answering again | {fmt(v)} | "
+          + (f"stock `jupyter lab` killed, started again at once -> first 200: "
+             f"{fmt(r['floor_restart_s']['lab_killed_to_first_200'])} | "
+             f"{r['floor_restart_s']['ratio_one_kernel_back']:.2f} |" if n == "1" else "| |")
           for n, v in r["kernels_back_after_kill_s"].items()],
         f"| heal: Jupyter killed -> API 200 | {fmt(r['healing_s']['jupyter_killed_to_200'])} | | |",
         f"| heal: tmux killed -> session back | {fmt(r['healing_s']['tmux_killed_to_session'])} | | |",

@@ -46,16 +46,18 @@ class Floor:
     app "server" is bare `jupyter server` (no configuration, no extension); "lab" is stock `jupyter lab`
     as `pip install jupyterlab` leaves it, which serves the UI the stack's URL opens: the server
     extensions its packages enable (JupyterLab, LSP, terminals, notebook-shim), none of this project's
-    configuration (/etc/jupyter hidden).
+    configuration (/etc/jupyter hidden). A restarting floor is started again at once when killed.
     """
 
-    def __init__(self, client: docker.DockerClient, image: str, app: str = "server") -> None:
+    def __init__(self, client: docker.DockerClient, image: str, app: str = "server", restarting: bool = False) -> None:
         self.token = secrets.token_hex(24)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.started = time.monotonic()
+        # restarting: started again at once whenever it ends (a shell loop: the least any supervisor can add).
+        entrypoint = ["sh", "-c", 'while :; do jupyter "$@"; done', "floor"] if restarting else ["jupyter"]
         self.container = client.containers.run(
-            image, [app, *FLOOR_ARGS[1:]], entrypoint=["jupyter"], detach=True, healthcheck={"test": ["NONE"]},
+            image, [app, *FLOOR_ARGS[1:]], entrypoint=entrypoint, detach=True, healthcheck={"test": ["NONE"]},
             # Stock Jupyter: none of the image's settings (kernel adoption, kept output, token file).
             environment={"JUPYTER_TOKEN": self.token, **({} if app == "lab" else {"JUPYTER_NO_CONFIG": "1"})},
             tmpfs={"/etc/jupyter": ""} if app == "lab" else {},

@@ -39,6 +39,7 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["throughput_exec_per_s"]["stack_without_away"] > 0
     assert figures["throughput_exec_per_s"]["jupyterlab_cells"] > 0
     assert figures["away"]["replay_s"]["median"] > 0 and figures["kernels_back_after_kill_s"]["1"]["median"] > 0
+    assert figures["floor_restart_s"]["lab_killed_to_first_200"]["median"] > 0
     assert figures["tmux_save"]["saver_cpu_ms"]["median"] > 0 and figures["tmux_save"]["restore_session_s"] > 0
     assert figures["image"]["total_mb"] > figures["image"]["python venv_mb"] > 0
     assert figures["image"]["debian packages_mb"] > 0

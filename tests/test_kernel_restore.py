@@ -170,9 +170,15 @@ slow = Slow()""")["error"] is None
     assert "the checkpoint after the last cell that ended" in out["stderr"], out
 
 
+def record_of(stack: Stack, kernel_id: str) -> dict:
+    return json.loads(stack.exec("cat", f"/var/lib/persistent-notebooks/kernels/{kernel_id}.json").stdout)
+
+
 def test_ten_kernels_one_unsaveable_one_damaged(make_stack):
     """Ten kernels through a restart: a variable that cannot be saved is named, a damaged snapshot starts its
-    kernel empty under its id saying so, a tampered variable is refused; every other kernel comes back."""
+    kernel empty under its id saying so, a tampered variable is refused; every other kernel comes back. An eleventh
+    that dies while it loads its variables (its buffer's file a FIFO that holds the load) is started again by
+    Jupyter's restarter, and loads them then."""
     stack: Stack = make_stack()
     stack.up()
     stack.wait_healthy()
@@ -182,9 +188,20 @@ def test_ten_kernels_one_unsaveable_one_damaged(make_stack):
         code = f"v = {i}\nw = 'kept {i}'" + ("\nimport sys\nframe = sys._getframe()" if i == 3 else "")
         with KernelConnection(stack.base_url, token, kernel_id) as kernel:
             assert kernel.execute(code)["error"] is None
+    held = lab_session(stack, token, "held.ipynb")["kernel"]["id"]
+    with KernelConnection(stack.base_url, token, held) as kernel:
+        assert kernel.execute("held = bytearray(range(256)) * 8192")["error"] is None  # 2 MiB: a file of its own
     stack.compose("stop", timeout=180)
     volume = json.loads(subprocess.run(["docker", "volume", "inspect", f"{stack.project}_state"],
                                        capture_output=True, text=True, check=True).stdout)[0]["Mountpoint"]
+    held_dir = Path(volume) / "kernel-state" / held
+    manifest = json.loads(json.loads((held_dir / "manifest.json").read_text())["manifest"])
+    digest = next(e["buffers"][0][0] for e in manifest["entries"] if e["name"] == "held")
+    fifo = held_dir / f"c-{digest}"
+    content, owner = fifo.read_bytes(), fifo.stat()
+    fifo.unlink()
+    os.mkfifo(fifo, 0o600)
+    os.chown(fifo, owner.st_uid, owner.st_gid)
     damaged = Path(volume) / "kernel-state" / kernels[7] / "manifest.json"
     damaged.write_text(damaged.read_text()[:40])
     tampered = Path(volume) / "kernel-state" / kernels[5]
@@ -194,7 +211,20 @@ def test_ten_kernels_one_unsaveable_one_damaged(make_stack):
     stack.compose("start", timeout=180)
     stack.wait_healthy()
     stack.wait_api(token)
-    assert {k["id"] for k in api(stack.base_url, token, "/api/kernels")} == set(kernels)
+    assert {k["id"] for k in api(stack.base_url, token, "/api/kernels")} == {*kernels, held}
+    # The held kernel dies before its variables are loaded; the one its restarter starts loads them.
+    first = record_of(stack, held)
+    assert first.get("restored_at"), first
+    stack.exec("kill", "-KILL", str(first["pid"]))
+    wait_for(lambda: record_of(stack, held)["pid"] != first["pid"], 60, "Jupyter's restarter to start it again")
+    fd = wait_for(lambda: os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), 60,
+                  "the kernel started again to read its saved buffer (its saved state kept)")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as writer:
+        writer.write(content)
+    with KernelConnection(stack.base_url, token, held) as kernel:
+        out = kernel.execute("print(len(held), held[257])")
+    assert out["stdout"] == "2097152 1\n" and NOTICE in out["stderr"], out
     for i, kernel_id in enumerate(kernels):
         with KernelConnection(stack.base_url, token, kernel_id) as kernel:
             out = kernel.execute("print(globals().get('v'), globals().get('w'))")

@@ -46,6 +46,8 @@ SHUTDOWN_WAIT = 8.0  # seconds a kernel gets to exit after a shutdown_request, t
 SAVING_WAIT = 40.0  # ... or, while it writes its state (kernelstate.WRITING), this long in all
 IDLE_EXIT = 20.0  # seconds with no kernel to follow and no request (but status), then the keeper exits
 RETRY_WATCH = 5.0  # seconds between looks for running kernels it does not follow
+RECHECK = 5.0  # seconds a kernel's subscription waits before it looks at its socket again
+BATCH = 1000  # messages read from a kernel at once before the keeper serves its requests
 
 
 class KernelOutput(OutputBuffer):
@@ -81,12 +83,24 @@ class KernelOutput(OutputBuffer):
             self.marker.unlink(missing_ok=True)
 
     async def receive(self) -> None:
+        """Every message the kernel publishes, in order: a bounded wait on the socket, then what it holds, read
+        without waiting (ZeroMQ's own pattern for its edge-triggered descriptor). A wakeup the event loop misses
+        delays the kernel's output by RECHECK seconds at most instead of stopping it."""
+        reader = zmq.Socket.shadow(self.socket.underlying)
         while True:
-            frames = await self.socket.recv_multipart()
-            try:
-                self.add(frames)
-            except (ValueError, KeyError, IndexError):
-                log.warning("kernel %s: skipped a malformed IOPub message", self.kernel_id)
+            await self.socket.poll(RECHECK * 1000)
+            for _ in range(BATCH):
+                try:
+                    frames = reader.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    self.add(frames)
+                except (ValueError, KeyError, IndexError):
+                    log.warning("kernel %s: skipped a malformed IOPub message", self.kernel_id)
+                except Exception:  # any other fault loses this one message, never the following ones
+                    log.exception("kernel %s: could not keep an IOPub message", self.kernel_id)
+            await asyncio.sleep(0)  # requests (fetch, ack) are served between batches of a flood
 
     def mark(self, parent: bytes) -> None:
         try:

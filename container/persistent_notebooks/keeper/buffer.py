@@ -34,6 +34,7 @@ class OutputBuffer:
         self.index: dict[str, int] = {}  # msg_id -> seq, for what is kept
         self.size = 0
         self.seq = 0
+        self.received = 0  # every message the kernel published that reached this keeper (status: diagnosis)
         self.dropped = self.dropped_bytes = 0
         self.pending_ack: str | None = None  # acknowledged before this keeper received it
         self.execution_state = "unknown"
@@ -60,6 +61,7 @@ class OutputBuffer:
         """A message the kernel published (ValueError, KeyError or IndexError for a malformed one)."""
         header, i = split(frames)
         msg_id = header["msg_id"]
+        self.received += 1
         self.last_message = time.time()
         if header.get("msg_type") == "status":
             parent = json.loads(frames[i + 3])
@@ -169,5 +171,6 @@ class OutputBuffer:
 
     def status(self) -> dict:
         return {"kept_messages": len(self.messages), "kept_bytes": self.size, "dropped": self.dropped,
+                "received": self.received,
                 "execution_state": self.execution_state, "state_of": self.state_of,
                 "last_message": self.last_message}

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import zmq
-from jupyter_client.connect import write_connection_file
+from jupyter_client.connect import LocalPortCache, write_connection_file
 from jupyter_client.launcher import launch_kernel
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
@@ -84,6 +84,16 @@ class PersistentProvisioner(LocalProvisioner):
 
     start_time: int | None = None
     adopted = False
+    restored_at: float | None = None  # started with its saved variables to load
+
+    def _restore_pending(self) -> bool:
+        """Started again after the container's end, and ended before its saved variables were loaded (the
+        report of a restore is written first thing): the start that replaces it loads them."""
+        record = records.read(self.kernel_id)
+        if record is None or not record.restored_at or not settings.kernel_state_saved():
+            return False
+        report = kernelstate.read_json(paths.KERNEL_STATE_DIR / self.kernel_id / kernelstate.RESTORED)
+        return not report or report.get("at", 0) < record.restored_at
 
     async def pre_launch(self, **kwargs):
         kwargs = await super().pre_launch(**kwargs)
@@ -91,14 +101,17 @@ class PersistentProvisioner(LocalProvisioner):
         for name in SCRUBBED_ENV:
             env.pop(name, None)
         env["JPY_PARENT_PID"] = "1"  # see kernel_env
+        self.restored_at = time.time() if self._restore_pending() else None
         if settings.kernel_state_saved():
-            env.update(state_config(self.kernel_id).to_env())
+            env.update(state_config(self.kernel_id, restore=self.restored_at is not None).to_env())
         kwargs["independent"] = True
         return kwargs
 
     async def launch_kernel(self, cmd, **kwargs):
-        # A new kernel, or one restarted by its user: it starts empty, and so does its saved state.
-        kernelstate.forget(paths.KERNEL_STATE_DIR / self.kernel_id)
+        # A new kernel, or one restarted by its user: it starts empty, and so does its saved state (but for a
+        # kernel that ended before it loaded what it had saved: pre_launch).
+        if self.restored_at is None:
+            kernelstate.forget(paths.KERNEL_STATE_DIR / self.kernel_id)
         # The keeper runs only while kernels do: started (if need be) while the kernel starts, and
         # answering before the kernel's record is written (a new keeper reads the records it finds).
         keeper = asyncio.ensure_future(KEEPER.ensure_running())
@@ -125,7 +138,7 @@ class PersistentProvisioner(LocalProvisioner):
         records.write(KernelRecord(
             kernel_id=self.kernel_id, kernel_name=km.kernel_name, connection_file=km.connection_file,
             pid=self.pid, pgid=self.pgid, start_time=self.start_time, instance=paths.container_instance(),
-            ip=self.ip, cwd=str(launch.get("cwd") or self.cwd or ""),
+            ip=self.ip, cwd=str(launch.get("cwd") or self.cwd or ""), restored_at=self.restored_at,
             # What the server added to its own environment for this kernel (JPY_SESSION_NAME, ...).
             env={k: v for k, v in env.items()
                  if os.environ.get(k) != v and k not in SCRUBBED_ENV and k != kernelstate.ENV},
@@ -293,8 +306,12 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
                                              kernel_spec_manager=self.kernel_spec_manager)
             km.connection_file = connection_file
             ip = record.ip or "127.0.0.1"
+            # Ports through jupyter_client's own cache, as its provisioner picks them: the kernels started
+            # again together bind theirs only once they run, and must not be handed each other's.
+            ports = {f"{channel}_port": LocalPortCache.instance().find_available_port(ip)
+                     for channel in ("shell", "iopub", "stdin", "control", "hb")}
             write_connection_file(connection_file, ip=ip, key=str(uuid.uuid4()).encode(),
-                                  kernel_name=record.kernel_name)
+                                  kernel_name=record.kernel_name, **ports)
             km._launch_args = {}
             cmd = km.format_kernel_cmd()
             env = kernel_env(record.env)
