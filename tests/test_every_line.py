@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from kernelclient import V1, KernelConnection, across_a_drop, api
-from stack import Stack, wait_for
+from stack import SUPERVISORCTL, Stack, wait_for
 
 BURST = 10_000
 BURST_CELL = f"""
@@ -169,15 +169,18 @@ def test_a_stalled_jupyter_loses_no_line_printed_meanwhile(stack: Stack, kernel:
     should reach the connected client once Jupyter goes on."""
     flag = f"/tmp/go-{kernel}"
     jupyter = stack.program_pid("jupyter")
+    # supervisord (its watchdog thread) is paused too: on a loaded machine the stall may outlast the watchdog's
+    # HANG_AFTER, and a Jupyter it healed would end the very connection this test follows.
+    supervisord = int(stack.exec(*SUPERVISORCTL, "pid").stdout)
     with KernelConnection(stack.base_url, stack.token(), kernel, timeout=90) as client:  # (a dropped idle: no end)
         msg_id = client.submit(STALL_CELL.format(flag=flag))
         stack.wait_kernel_state(kernel, "busy", 30, msg_id)
-        stack.exec("kill", "-STOP", str(jupyter))
+        stack.exec("kill", "-STOP", str(supervisord), str(jupyter))
         try:
             stack.exec("touch", flag)
             stack.wait_kernel_idle(kernel, 60, msg_id)  # the keeper, a subscriber of its own, saw the cell end
         finally:
-            stack.exec("kill", "-CONT", str(jupyter))
+            stack.exec("kill", "-CONT", str(jupyter), str(supervisord))
         out = client.follow(msg_id)
     got = numbers(out["stdout"])
     assert got == list(range(STALL_LINES)), \

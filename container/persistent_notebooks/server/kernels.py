@@ -41,6 +41,7 @@ from .connection import CLIENTS
 from .keeperclient import KEEPER, status_sync
 from .sessions import repair_sessions_db
 
+RESTORE_RETRIES = 2  # times Jupyter's restarter loads a kernel's saved variables again when it died loading them
 # Environment a kernel must not inherit from the server.
 SCRUBBED_ENV = ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JPY_PARENT_PID")
 
@@ -87,13 +88,22 @@ class PersistentProvisioner(LocalProvisioner):
     restored_at: float | None = None  # started with its saved variables to load
 
     def _restore_pending(self) -> bool:
-        """Started again after the container's end, and ended before its saved variables were loaded (the
-        report of a restore is written first thing): the start that replaces it loads them."""
+        """Started again after the container's end, and ended before its saved variables were loaded (the report
+        of a restore is written first thing): the start Jupyter's restarter makes in its place loads them, up to
+        RESTORE_RETRIES times (a restore that kills its kernel, e.g. out of memory, must not loop). A restart its
+        user asks for starts empty, as always."""
+        km = self.parent
+        if not getattr(km, "restarting_itself", False) or km.restore_retries >= RESTORE_RETRIES:
+            return False  # (any other kernel manager, e.g. nbclient's, never has it)
+        km.restarting_itself = False
         record = records.read(self.kernel_id)
         if record is None or not record.restored_at or not settings.kernel_state_saved():
             return False
         report = kernelstate.read_json(paths.KERNEL_STATE_DIR / self.kernel_id / kernelstate.RESTORED)
-        return not report or report.get("at", 0) < record.restored_at
+        if report and report.get("at", 0) >= record.restored_at:
+            return False
+        km.restore_retries += 1
+        return True
 
     async def pre_launch(self, **kwargs):
         kwargs = await super().pre_launch(**kwargs)
@@ -153,6 +163,9 @@ class PersistentProvisioner(LocalProvisioner):
         self.cwd = record.cwd or None
         self.connection_info = self.parent.get_connection_info()
         self.ports_cached = True  # a restart keeps the ports the clients know
+        # ... and no kernel started meanwhile is handed them (cleanup returns them to jupyter_client's cache).
+        LocalPortCache.instance().currently_used_ports.update(
+            port for port in self.parent.ports if isinstance(port, int) and port > 0)
         self.adopted = True
 
     # An adopted kernel is not this server's child: it is watched by pid (and start time) and
@@ -213,6 +226,9 @@ class PersistentProvisioner(LocalProvisioner):
 
 class KeptKernelManager(ServerKernelManager):
     """A server kernel manager that leaves a running kernel's connection file alone when collected."""
+
+    restarting_itself = False  # set by its restarter's "restart" callback; read by the provisioner's next launch
+    restore_retries = 0  # starts by the restarter that loaded the kernel's saved variables again
 
     def __del__(self) -> None:
         self._close_control_socket()
@@ -371,6 +387,7 @@ class PersistentMappingKernelManager(AsyncMappingKernelManager):
         if isinstance(last, int | float) and last > 0:
             km.last_activity = datetime.fromtimestamp(last, UTC)
         self.add_restart_callback(kernel_id, lambda: self._handle_kernel_died(kernel_id), "dead")
+        km.add_restart_callback(lambda: setattr(km, "restarting_itself", True), "restart")
         self.log.info("Adopted running kernel %s (%s, pid %s, %s)", kernel_id, record.kernel_name,
                       record.pid, km.execution_state)
 
