@@ -42,8 +42,17 @@ def dismiss_dialogs(driver) -> None:
                 pass  # gone meanwhile
 
 
+def kernel_status(driver) -> str:
+    """The notebook's kernel as JupyterLab's status bar shows it ("Python 3 (ipykernel) | Idle")."""
+    bars = css(driver, "#jp-main-statusbar")
+    return bars[0].text if bars else ""
+
+
 def run_in_new_cell(driver, code: str) -> None:
-    """Type code into the cell being edited and run it with Shift+Enter (JupyterLab then edits a new one)."""
+    """Type code into the cell being edited and run it with Shift+Enter (JupyterLab then edits a new one), once the
+    page shows its kernel (as a user waits for: before, JupyterLab runs nothing and leaves the cell as it was)."""
+    wait_for(lambda: "| Idle" in kernel_status(driver) or "| Busy" in kernel_status(driver), 90,
+             "the page to show its kernel Idle or Busy")
     blocked: list[str] = []
 
     def clicked():
