@@ -3,7 +3,7 @@
 On the keeper's unix socket (run/keeper.sock, private; framed as ipc.py says) the requests are
 `{"op": "ack"|"fetch"|"watch"|"forget"|"status"|"ping", "kernel_id": ..., "id": N}` ("ping": a kernel is about to
 be launched, stay); a `fetch` reply's payload is messages packed as a frame count, then each frame as a length and
-its bytes.
+its bytes, and its `since` says since when the keeper's record of the kernel has no gap (`Kept`).
 
 Messages the keeper makes itself (a notice in a cell, a trimmed stream message) are signed with the
 kernel's key as the Jupyter messaging protocol (5.3) says, so that the server's session accepts them.
@@ -16,6 +16,7 @@ import hmac
 import json
 import struct
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 DELIM = b"<IDS|MSG>"
@@ -24,6 +25,16 @@ _LENGTH = struct.Struct("!I")
 
 
 # --- the keeper's payloads ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Kept:
+    """A `fetch` reply: the kernel's messages the keeper holds, oldest first."""
+
+    messages: list[list[bytes]]
+    # time.time() when the keeper received its first message of the kernel (None: none yet); it holds every
+    # message published since, but for what clients have read (acknowledged) and what NOTEBOOK_AWAY_BUFFER dropped.
+    since: float | None = None
+
 
 def pack_messages(messages: list[list[bytes]]) -> bytes:
     out = []

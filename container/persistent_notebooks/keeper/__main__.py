@@ -179,7 +179,7 @@ class Keeper(ipc.Service):
                 kernel.ack(request["msg_id"])
         elif op == "fetch":
             messages = kernel.fetch(request.get("after")) if kernel else []
-            return {"count": len(messages)}, wire.pack_messages(messages)
+            return {"count": len(messages), "since": kernel and kernel.since}, wire.pack_messages(messages)
         elif op == "watch":
             self.watch(kernel_id)
         elif op == "forget":

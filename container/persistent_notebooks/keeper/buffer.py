@@ -35,6 +35,9 @@ class OutputBuffer:
         self.size = 0
         self.seq = 0
         self.received = 0  # every message the kernel published that reached this keeper (status: diagnosis)
+        # When (time.time()) the first of them arrived: what is kept has no gap since then, so a client that
+        # subscribed later gets it all before its own live stream (server/handover.py).
+        self.since: float | None = None
         self.dropped = self.dropped_bytes = 0
         self.pending_ack: str | None = None  # acknowledged before this keeper received it
         self.execution_state = "unknown"
@@ -63,6 +66,8 @@ class OutputBuffer:
         msg_id = header["msg_id"]
         self.received += 1
         self.last_message = time.time()
+        if self.since is None:
+            self.since = self.last_message
         if header.get("msg_type") == "status":
             parent = json.loads(frames[i + 3])
             if parent.get("msg_type") not in UNTRACKED_PARENTS:
@@ -171,6 +176,6 @@ class OutputBuffer:
 
     def status(self) -> dict:
         return {"kept_messages": len(self.messages), "kept_bytes": self.size, "dropped": self.dropped,
-                "received": self.received,
+                "received": self.received, "since": self.since,
                 "execution_state": self.execution_state, "state_of": self.state_of,
                 "last_message": self.last_message}

@@ -28,9 +28,9 @@ from tornado.iostream import StreamBufferFullError
 from tornado.websocket import WebSocketClosedError
 
 from .. import settings
-from ..wire import DELIM
 from .coalesce import Coalescer, coalesce
 from .follow import hand_over, lab_cell
+from .handover import before_live, msg_id_of
 from .keeperclient import KEEPER
 from .sessions import note_notebook, notebook_of_cell
 
@@ -51,14 +51,6 @@ BACKLOG_LIMIT = settings.away_buffer() + (16 << 20)  # NOTEBOOK_AWAY_BUFFER=0: n
 CLIENTS: dict[str, dict[str, int]] = {}
 
 
-def msg_id_of(msg_list: list) -> str | None:
-    try:
-        i = msg_list.index(DELIM)
-        return json.loads(bytes(msg_list[i + 2]))["msg_id"]
-    except (ValueError, IndexError, KeyError, TypeError):
-        return None
-
-
 class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     """Jupyter's ZMQ websocket connection with the kept output first and acknowledgements after."""
 
@@ -72,6 +64,7 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     _pinged: dict | None = None
     _pong_hooked = False
     _coalescer: Coalescer | None = None
+    _connected_at = 0.0  # time.time() before this connection subscribed to the kernel's IOPub
     # Sent from the keeper, and maybe still to come on the live stream: skipped there (each once).
     # The keeper may have joined the kernel's output later than this connection (after a restart),
     # so the overlap can start after live-only messages: the set is kept until emptied, or for
@@ -79,6 +72,7 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     _replayed: set | None = None
 
     def connect(self):
+        self._connected_at = time.time()
         connected = super().connect()
         if connected is not None:
             clients = CLIENTS.setdefault(self.kernel_id, {})
@@ -328,32 +322,41 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         sent: set[str] = set()
         try:
             kept = await KEEPER.fetch(self.kernel_id)
-            if kept:
+            if kept.messages:
                 self.log.info("Sending %d message(s) kept while away to kernel %s's new client",
-                              len(kept), self.kernel_id)
-            last = self._send_all(kept, sent)
-            # Catch up with the live stream: wait for its first message, then send what the keeper
-            # has between the replay and that message, as it comes (during a flood the keeper may be
-            # seconds behind the live stream: it is waited for as long as it makes progress). Where
-            # the keeper joined the kernel's output after that message (a kernel just started, or a
-            # keeper just restarted), the first of its messages that the live stream also holds is
-            # where the live stream takes over: what comes before it in the keeper is older.
+                              len(kept.messages), self.kernel_id)
+            # The keeper's record began before this client subscribed: all of it goes first. If not (the keeper
+            # joined the kernel's output just now), it may begin inside the live stream and waits for the live
+            # stream's first message to tell which of it is older (handover.py), or CATCH_UP seconds of none.
+            since_before = kept.since is not None and kept.since < self._connected_at
+            pending, last = list(kept.messages), None
+            if pending and not since_before:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._held_event.wait(), CATCH_UP)
+                since_before = not self._held  # nothing live meanwhile: nothing it could be newer than
+            if since_before:
+                last, pending = self._send_all(pending, sent), []
+            # Catch up with the live stream: wait for its first message, then send what the keeper has between
+            # the replay and that message, as it comes (during a flood the keeper may be seconds behind the live
+            # stream: it is waited for as long as it makes progress), until the two meet.
             await self._held_event.wait()
-            first = self._held[0][0]
+            first_id, first = self._held[0]
             loop = asyncio.get_running_loop()
             deadline, end = loop.time() + CATCH_UP, loop.time() + CATCH_UP_MAX
             # Only while no other client connects: another client's acknowledgements let the keeper
             # drop what it delivered, so the keeper's record could no longer meet the live stream.
-            while first not in sent and first is not None and self._alone():
-                more = [m for m in await KEEPER.fetch(self.kernel_id, after=last) if msg_id_of(m) not in sent]
-                ids = [msg_id_of(m) for m in more]
-                live = {msg_id for msg_id, _ in self._held or ()}
-                meet = next((i for i, msg_id in enumerate(ids) if msg_id in live), None)
-                if meet is not None:
-                    last = self._send_all(more[:meet], sent) or last
+            while first_id not in sent and first_id is not None and self._alone():
+                known = sent | {msg_id_of(m) for m in pending}
+                after = msg_id_of(pending[-1]) if pending else last
+                fetched = [m for m in (await KEEPER.fetch(self.kernel_id, after=after)).messages
+                           if msg_id_of(m) not in known]
+                pending += fetched
+                count, met = before_live(pending, {msg_id for msg_id, _ in self._held or ()}, first, since_before)
+                if count:
+                    last, pending = self._send_all(pending[:count], sent) or last, pending[count:]
+                if met:
                     break
-                if more:
-                    last = self._send_all(more, sent) or last
+                if count or fetched:
                     deadline = loop.time() + CATCH_UP
                 if loop.time() > min(deadline, end):
                     self.log.warning("kernel keeper still behind kernel %s's live output (no progress for %.0f s, "

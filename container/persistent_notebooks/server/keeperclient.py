@@ -109,21 +109,23 @@ class KeeperClient:
                     log.warning("%s", exc)
             await asyncio.sleep(0.05)
 
-    async def fetch(self, kernel_id: str, after: str | None = None) -> list[list[bytes]]:
+    async def fetch(self, kernel_id: str, after: str | None = None) -> wire.Kept:
         """The kept output of a kernel: everything not yet delivered, or what came after msg_id `after`."""
         try:
             reply, payload = await self.request("fetch", kernel_id=kernel_id, after=after)
         except (TimeoutError, OSError) as exc:
             log.warning("kernel keeper unreachable, no kept output for %s: %s", kernel_id, exc)
-            return []
+            return wire.Kept([])
         if reply.get("ok") is False:
             log.warning("kernel keeper could not fetch the kept output of %s: %s", kernel_id, reply.get("error"))
-            return []
+            return wire.Kept([])
         try:
-            return wire.unpack_messages(payload)
+            messages = wire.unpack_messages(payload)
         except ValueError as exc:
             log.warning("kernel keeper sent a damaged reply for %s: %s", kernel_id, exc)
-            return []
+            return wire.Kept([])
+        since = reply.get("since")
+        return wire.Kept(messages, float(since) if isinstance(since, (int, float)) else None)
 
 
 KEEPER = KeeperClient()
