@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 DELIM = b"<IDS|MSG>"
+KEEPER_USERNAME = "persistent-notebooks"  # the header's username of the messages the keeper makes itself
 PROTOCOL_VERSION = "5.3"
 _LENGTH = struct.Struct("!I")
 
@@ -78,7 +79,7 @@ def split(frames: list[bytes]) -> tuple[dict, int]:
 class Signer:
     """Signs Jupyter messages with a kernel's key (the connection file's `key` and `signature_scheme`)."""
 
-    def __init__(self, key: bytes, scheme: str = "hmac-sha256", username: str = "persistent-notebooks") -> None:
+    def __init__(self, key: bytes, scheme: str = "hmac-sha256", username: str = KEEPER_USERNAME) -> None:
         algorithm = scheme.split("-", 1)[1] if scheme.startswith("hmac-") else scheme
         self.key, self.digest = key, getattr(hashlib, algorithm)
         self.username, self.session = username, uuid.uuid4().hex

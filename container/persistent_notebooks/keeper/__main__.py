@@ -145,7 +145,9 @@ class Keeper(ipc.Service):
         old = self.kernels.get(kernel_id)
         if old and old.record.connection_file == record.connection_file and \
                 json.loads(Path(record.connection_file).read_text()) == old.info:
-            old.record = record  # restarted on the same ports: the subscription reconnects by itself
+            if old.record.pid != record.pid:  # restarted on the same ports: the subscription reconnects by itself,
+                old.since = None  # and what the new kernel publishes before that is missed
+            old.record = record
             return
         try:
             new = KernelOutput(record, self.context, self.limit, recovering)

@@ -30,7 +30,7 @@ from tornado.websocket import WebSocketClosedError
 from .. import settings
 from .coalesce import Coalescer, coalesce
 from .follow import hand_over, lab_cell
-from .handover import before_live, msg_id_of
+from .handover import Message, before_live, known_older, msg_id_of
 from .keeperclient import KEEPER
 from .sessions import note_notebook, notebook_of_cell
 
@@ -326,35 +326,42 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                 self.log.info("Sending %d message(s) kept while away to kernel %s's new client",
                               len(kept.messages), self.kernel_id)
             # The keeper's record began before this client subscribed: all of it goes first. If not (the keeper
-            # joined the kernel's output just now), it may begin inside the live stream and waits for the live
-            # stream's first message to tell which of it is older (handover.py), or CATCH_UP seconds of none.
+            # joined the kernel's output just now), it may begin inside the live stream: it waits for the live
+            # stream's first message to tell which of it is older (handover.py), or for CATCH_UP seconds of none.
             since_before = kept.since is not None and kept.since < self._connected_at
-            pending, last = list(kept.messages), None
+            pending, last = [Message.read(m) for m in kept.messages], None
             if pending and not since_before:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._held_event.wait(), CATCH_UP)
-                since_before = not self._held  # nothing live meanwhile: nothing it could be newer than
-            if since_before:
-                last, pending = self._send_all(pending, sent), []
+            if since_before or not self._held:  # (nothing live for CATCH_UP seconds: nothing for it to follow)
+                last, pending = self._send_all([m.frames for m in pending], sent), []
             # Catch up with the live stream: wait for its first message, then send what the keeper has between
             # the replay and that message, as it comes (during a flood the keeper may be seconds behind the live
             # stream: it is waited for as long as it makes progress), until the two meet.
             await self._held_event.wait()
             first_id, first = self._held[0]
+            first_date = Message.read(first).date
+            pending_ids, live, seen = {m.msg_id for m in pending}, set(), 0
             loop = asyncio.get_running_loop()
             deadline, end = loop.time() + CATCH_UP, loop.time() + CATCH_UP_MAX
             # Only while no other client connects: another client's acknowledgements let the keeper
             # drop what it delivered, so the keeper's record could no longer meet the live stream.
             while first_id not in sent and first_id is not None and self._alone():
-                known = sent | {msg_id_of(m) for m in pending}
-                after = msg_id_of(pending[-1]) if pending else last
-                fetched = [m for m in (await KEEPER.fetch(self.kernel_id, after=after)).messages
-                           if msg_id_of(m) not in known]
+                after = pending[-1].msg_id if pending else last
+                fetched = [m for m in map(Message.read, (await KEEPER.fetch(self.kernel_id, after=after)).messages)
+                           if m.msg_id not in sent and m.msg_id not in pending_ids]
                 pending += fetched
-                count, met = before_live(pending, {msg_id for msg_id, _ in self._held or ()}, first, since_before)
+                pending_ids.update(m.msg_id for m in fetched)
+                held = self._held or []
+                live.update(msg_id for msg_id, _ in held[seen:])
+                seen = len(held)
+                count, met = before_live(pending, live, first_date, since_before)
                 if count:
-                    last, pending = self._send_all(pending[:count], sent) or last, pending[count:]
+                    last = self._send_all([m.frames for m in pending[:count]], sent) or last
+                    pending = pending[count:]
+                    pending_ids = {m.msg_id for m in pending}
                 if met:
+                    pending = []
                     break
                 if count or fetched:
                     deadline = loop.time() + CATCH_UP
@@ -363,6 +370,9 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                                      "or %.0f s in all); going live", self.kernel_id, CATCH_UP, CATCH_UP_MAX)
                     break
                 await asyncio.sleep(0.02)
+            # Not met (given up, or another client came): what is known older still goes first; the rest of it
+            # comes live, or came before this client subscribed and is lost to it.
+            self._send_all([m.frames for m in pending if known_older(m, first_date)], sent)
         except asyncio.CancelledError:
             return
         except Exception:  # noqa: BLE001 - never leave the client without live output

@@ -2,18 +2,23 @@
 
 A client gets the keeper's messages that are older than its first live message, then the live stream. Both are
 the kernel's IOPub messages in the kernel's order; the live stream is unbroken from its first message on. The
-keeper's record is unbroken too, from where it began: before the client subscribed (`Kept.since`), it holds the
-first live message, and what comes before that message in it is older. If the keeper began following the kernel
-later (a kernel just started, a keeper just restarted), its first messages may be newer than the live stream's
-first: until the two overlap, only the messages the kernel dated before the first live one are known older.
+keeper's record is unbroken too, from where it began: begun before the client subscribed (`Kept.since`), it holds
+the first live message, and what comes before that message in it is older. If the keeper began following the
+kernel later (a kernel just started or restarted, a keeper just restarted), its first messages may be newer than
+the live stream's first: until the two overlap, only what is known older goes ahead: the keeper's own notices
+(about what came before), and what the kernel dated clearly before the first live message (MARGIN: a kernel dates a
+message when it makes it, and its threads may send them a little out of that order).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
-from ..wire import DELIM
+from ..wire import DELIM, KEEPER_USERNAME
+
+MARGIN = timedelta(milliseconds=50)
 
 
 def msg_id_of(msg_list: list) -> str | None:
@@ -24,35 +29,54 @@ def msg_id_of(msg_list: list) -> str | None:
         return None
 
 
-def date_of(msg_list: list) -> datetime | None:
-    """The header's date (when the kernel made the message; the protocol's ISO 8601), None if it has none."""
-    try:
-        i = msg_list.index(DELIM)
-        date = datetime.fromisoformat(json.loads(bytes(msg_list[i + 2]))["date"])
-    except (ValueError, IndexError, KeyError, TypeError):
-        return None
-    return date if date.tzinfo else date.replace(tzinfo=UTC)
+class Message(NamedTuple):
+    """A raw IOPub message, its header read once."""
+
+    frames: list
+    msg_id: str | None
+    date: datetime | None  # when the kernel made it (the protocol's ISO 8601 header date); None: none or unreadable
+    notice: bool  # made by the keeper (a notice of output dropped or lost before it)
+
+    @classmethod
+    def read(cls, frames: list) -> Message:
+        try:
+            i = frames.index(DELIM)
+            header = json.loads(bytes(frames[i + 2]))
+        except (ValueError, IndexError, TypeError):
+            return cls(frames, None, None, False)
+        if not isinstance(header, dict):
+            return cls(frames, None, None, False)
+        try:
+            date = datetime.fromisoformat(header["date"])
+            date = date if date.tzinfo else date.replace(tzinfo=UTC)
+        except (KeyError, TypeError, ValueError):
+            date = None
+        msg_id = header.get("msg_id")
+        return cls(frames, msg_id if isinstance(msg_id, str) else None, date,
+                   header.get("username") == KEEPER_USERNAME)
 
 
-def before_live(kept: list, live_ids: set, first_live: list | None, since_before: bool) -> tuple[int, bool]:
+def known_older(message: Message, first_live: datetime | None) -> bool:
+    """Whether a kept message is known to come before the live stream without the two overlapping."""
+    if message.notice:
+        return True
+    return message.date is not None and first_live is not None and message.date <= first_live - MARGIN
+
+
+def before_live(kept: list[Message], live_ids: set, first_live: datetime | None,
+                since_before: bool) -> tuple[int, bool]:
     """How many of `kept` (the keeper's messages not sent yet, oldest first) go to the client now, ahead of the
     live stream, and whether the keeper's record has met the live stream (the live stream takes over after them).
 
-    live_ids: the msg_ids of the live messages received so far; first_live: the first of them (None: none yet);
+    live_ids: the msg_ids of the live messages received so far; first_live: the date of the first of them;
     since_before: the keeper's record began before the client subscribed.
     """
-    meet = next((i for i, msg in enumerate(kept) if msg_id_of(msg) in live_ids), None)
+    meet = next((i for i, message in enumerate(kept) if message.msg_id in live_ids), None)
     if meet is not None:
         return meet, True
     if since_before:
         return len(kept), False
-    first = date_of(first_live) if first_live is not None else None
-    if first is None:
-        return 0, False
     count = 0
-    for msg in kept:
-        date = date_of(msg)
-        if date is None or date >= first:
-            break
+    while count < len(kept) and known_older(kept[count], first_live):
         count += 1
     return count, False
