@@ -23,9 +23,16 @@ assert "self.options.poller.poll(timeout)" in loop, "runforever() no longer wait
 assert hasattr(datatypes, "RestartUnconditionally"), "datatypes.RestartUnconditionally is gone"
 assert {"EXITED", "STOPPED"} <= set(vars(ProcessStates)), "ProcessStates.EXITED/STOPPED are gone"
 assert "self.laststart" in inspect.getsource(Subprocess.spawn), "Subprocess.laststart is no longer set"
+# ... and a signal wakes that poll(): a Python handler for SIGCHLD and SIGTERM (the wakeup pipe is written only
+# for signals Python handles), and the poller watches a descriptor of ours among its own.
+from supervisor.options import ServerOptions
+from supervisor.poller import Poller
+handled = inspect.getsource(ServerOptions.setsignals)
+assert "signal.SIGCHLD, receive" in handled and "signal.SIGTERM, receive" in handled, "signals handled elsewhere"
+assert "self.options.setsignals()" in inspect.getsource(supervisord.Supervisor.run)
+assert callable(Poller.register_readable) and "def poll(self, timeout)" in inspect.getsource(Poller)
 # The watchdog, a thread of supervisord: events, the process table, the mood.
 from supervisor import events
-from supervisor.options import ServerOptions
 from supervisor.process import ProcessGroupBase
 from supervisor.states import SupervisorStates
 assert callable(events.subscribe) and issubclass(events.ProcessStateFatalEvent, events.ProcessStateEvent)
@@ -76,7 +83,7 @@ def in_image(tag: str, python: str, code: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("python", "code"), [
-    # persistent_notebooks/supervisor: a program due to (re)start does not wait for poll()'s second
+    # persistent_notebooks/supervisor: a program due to (re)start, or a signal, does not wait for poll()'s second
     # (its effect: the healing figures of scripts/benchmark; test_jupyter_restarts_after_being_killed),
     # and the watchdog runs as a thread of supervisord (test_hung_jupyter_is_healed_and_keeps_its_kernels,
     # test_fatal_program_hands_the_container_to_docker, test_health_is_the_watchdogs_report).
