@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -115,8 +116,13 @@ def health(project: str | None = None) -> str:
 
 
 
+STARTED = time.monotonic()
+
+
 def step(message: str) -> None:
-    print(f"==> {message}", flush=True)
+    """A step of a long command, with the minutes and seconds since the command started (where the time goes)."""
+    minutes, seconds = divmod(int(time.monotonic() - STARTED), 60)
+    print(f"==> [{minutes}:{seconds:02d}] {message}", flush=True)
 
 
 def ensure_venv() -> Path:

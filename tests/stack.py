@@ -146,15 +146,22 @@ class Stack:
         return self.compose("logs", "--no-color", SERVICE, check=False).stdout
 
     def container_id(self) -> str:
+        """The id of the service's container now (a new one after a recreation)."""
         cid = self.compose("ps", "-a", "-q", SERVICE).stdout.strip()
         assert cid, f"no container in project {self.project}"
         return cid
 
+    @property
+    def container(self) -> str:
+        """The service's container by the name Compose gives it, the same across recreations: no `docker compose`
+        run (a Compose CLI start, the file read, its queries) for each exec or inspect while a test polls."""
+        return f"{self.project}-{SERVICE}-1"
+
     def inspect(self) -> dict:
-        return docker_client().containers.get(self.container_id()).attrs
+        return docker_client().containers.get(self.container).attrs
 
     def exec(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        result = subprocess.run(["docker", "exec", self.container_id(), *args], capture_output=True,
+        result = subprocess.run(["docker", "exec", self.container, *args], capture_output=True,
                                 text=True, timeout=timeout)
         if check:
             assert result.returncode == 0, (

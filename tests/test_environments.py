@@ -249,13 +249,13 @@ def test_kernels_show_gpu_memory_where_nvidia_smi_reports_it(env_stack: Stack):
         assert "GPU" not in notebookctl(env_stack, "kernels").stdout.splitlines()[0]
         # No GPU here: a stand-in that answers as nvidia-smi does for one compute process.
         script = f"#!/bin/sh\necho '{pid}, 1536'\necho '999999, 512'\n"
-        subprocess.run(["docker", "exec", "-u", "0", "-i", env_stack.container_id(), "sh", "-c",
+        subprocess.run(["docker", "exec", "-u", "0", "-i", env_stack.container, "sh", "-c",
                         f"cat > {smi} && chmod 755 {smi}"], input=script, text=True, check=True)
         try:
             data = json.loads(notebookctl(env_stack, "kernels", "--json").stdout)
             text = notebookctl(env_stack, "kernels").stdout
         finally:
-            subprocess.run(["docker", "exec", "-u", "0", env_stack.container_id(), "rm", "-f", smi], check=True)
+            subprocess.run(["docker", "exec", "-u", "0", env_stack.container, "rm", "-f", smi], check=True)
     row = next(r for r in data["kernels"] if r["id"] == kernel_id)
     assert row["gpu_memory"] == 1536 * 2**20, row
     assert data["total"]["gpu_memory"] == 2048 * 2**20, data["total"]

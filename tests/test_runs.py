@@ -627,6 +627,17 @@ def test_a_container_restart_resumes_a_run_unless_no_resume(stack: Stack):
     validate_in_container(stack, resumed)
 
 
+SLOW_WEB_APP = """\
+import time
+from jupyter_server.serverapp import ServerApp
+init_webapp = ServerApp.init_webapp
+def slow_init_webapp(self, *args, **kwargs):
+    time.sleep(6)
+    return init_webapp(self, *args, **kwargs)
+ServerApp.init_webapp = slow_init_webapp
+"""
+
+
 def test_jupyterlabs_queued_cells_run_on_after_a_container_restart(stack: Stack):
     """JupyterLab's Run All cut by a container restart (as JupyterLab sends it: every cell at once, each naming its
     cell id): the cell that was running and those queued behind it run again in the restored kernel, with the
@@ -649,8 +660,16 @@ def test_jupyterlabs_queued_cells_run_on_after_a_container_restart(stack: Stack)
             return msg.get("parent_header", {}).get("msg_id") == sent[1] and msg["msg_type"] == "stream"
 
         wait_for(second_printed, 60, "the second cell to print", interval=0)
-    stack.compose("restart", timeout=180)
-    stack.wait_healthy()
+    # Jupyter slow to answer once it has adopted its kernels (as on a loaded machine; here a user's server config that
+    # delays its web application by 6 s): the runner, started by the adoption, waits for Jupyter before it resumes.
+    slow_config = "$JUPYTER_CONFIG_DIR/jupyter_server_config.py"
+    subprocess.run(["docker", "exec", "-i", stack.container, "sh", "-c",
+                    f"mkdir -p $JUPYTER_CONFIG_DIR && cat > {slow_config}"], input=SLOW_WEB_APP, text=True, check=True)
+    try:
+        stack.compose("restart", timeout=180)
+        stack.wait_healthy()
+    finally:
+        stack.exec("sh", "-c", f"rm {slow_config}")
     old = [r for r in json.loads(notebookctl(stack, "runs", "--json").stdout)
            if r["notebook"] == path.name and r["selection"] == "cells sent by JupyterLab"]
     assert len(old) == 1 and old[0]["state"] == "interrupted", old

@@ -67,7 +67,7 @@ def attached_client(stack: Stack) -> tuple[int, int]:
     """A real terminal client on the session (what a VSCode terminal runs): (pid, pty fd)."""
     pid, fd = pty.fork()
     if pid == 0:  # child: the terminal program
-        os.execvp("docker", ["docker", "exec", "-it", "-e", "TERM=xterm", stack.container_id(),
+        os.execvp("docker", ["docker", "exec", "-it", "-e", "TERM=xterm", stack.container,
                              "notebookctl", "attach"])
     return pid, fd
 

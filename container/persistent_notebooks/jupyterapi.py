@@ -16,6 +16,10 @@ class ApiError(Exception):
     """Jupyter cannot be reached or answered an error; the message says which, and what to look at."""
 
 
+class Unreachable(ApiError):
+    """Jupyter does not answer at all (not started yet, restarting, or hung)."""
+
+
 def api(method: str, path: str, body: dict | None = None, timeout: float = 10) -> object:
     """One request; the decoded JSON answer (None for an empty one, or a DELETE of what is gone)."""
     port = settings.port()
@@ -39,5 +43,5 @@ def api(method: str, path: str, body: dict | None = None, timeout: float = 10) -
             detail = ""
         raise ApiError(f"Jupyter answered {exc.code} to {method} {path}" + (f": {detail}" if detail else "")) from None
     except OSError as exc:
-        raise ApiError(f"Jupyter does not answer on port {port} ({exc}); see scripts/status") from None
+        raise Unreachable(f"Jupyter does not answer on port {port} ({exc}); see scripts/status") from None
     return json.loads(answer) if answer else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq.asyncio
 
-from .. import ipc, paths, settings
+from .. import ipc, jupyterapi, paths, settings
 from ..state import kernels as records
 from ..state import runs
 from ..state.runs import ACTIVE, PENDING_SUFFIX, RunRecord, RunState
@@ -26,6 +26,9 @@ from .run import SAVE_RETRY, Run, cell_after, resolve_notebook
 log = logging.getLogger("notebook-runner")
 KEEP_FINISHED = 7 * 86400
 IDLE_EXIT = 60.0  # seconds with no run and no request, then the runner exits (started again on demand)
+# seconds runs to resume wait for Jupyter to answer: a container's start brings up the runner and Jupyter together,
+# and Jupyter's start takes seconds (more on a loaded machine or with a slow user config)
+JUPYTER_WAIT = 180.0
 
 
 class Runner(ipc.Service):
@@ -138,9 +141,28 @@ class Runner(ipc.Service):
         with contextlib.suppress(OSError):
             runs.save(record)
 
+    async def jupyter_answers(self) -> bool:
+        """Wait, up to JUPYTER_WAIT, until Jupyter answers at all (an error answer counts: the run's start names it)."""
+        deadline = time.monotonic() + JUPYTER_WAIT
+        while not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(jupyterapi.api, "GET", "/api/status", None, 5)
+                return True
+            except jupyterapi.Unreachable:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.25)
+            except jupyterapi.ApiError:
+                return True
+        return False
+
     async def resume_runs(self) -> None:
         """Runs that a container stop or crash cut short go on in their restored kernels, from the cell
-        that was running, to the end of what they were to run."""
+        that was running, to the end of what they were to run, once Jupyter answers."""
+        if not any(old.resumable() for old in runs.all_runs()):
+            return
+        if not await self.jupyter_answers():
+            log.warning("Jupyter did not answer within %.0f s: the runs to resume are tried now", JUPYTER_WAIT)
         for old in runs.all_runs():
             if not old.resumable():
                 continue
