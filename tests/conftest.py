@@ -1,7 +1,7 @@
 """Fixtures: one test image built from this checkout, the main stack (pytest-docker) and extra stacks.
 
 Everything a run makes carries a unique name (image tag, compose projects) and is removed at the end. Under
-pytest-xdist (scripts/test runs the suite on several workers, `--dist loadgroup`: a module's tests, which may share a
+pytest-xdist (scripts/test runs the suite on several workers, `--dist loadfile`: a module's tests, which may share a
 stack of their own, run on one worker) the image is built once for all workers, each worker has a main stack of its
 own, and the two hub modules run one after the other on one worker (GROUPS, hub_turn).
 """
@@ -25,6 +25,7 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from stack import COMPOSE_FILE, STACK_VARIABLES, Stack, owned_folder
+from xdist.scheduler import LoadFileScheduling
 
 # One id for the run, the same in every worker (they inherit the environment of the process that starts them).
 RUN_ID = os.environ.setdefault("PNTEST_RUN_ID", uuid.uuid4().hex[:8])
@@ -178,19 +179,29 @@ LONGEST_FIRST = ("test_hub.py", "test_runs.py", "test_damage.py", "test_benchmar
                  "test_restarts.py", "test_every_line.py", "test_hub_swarm.py", "test_hardening.py")
 
 
-# Modules that run one after the other on one worker (pytest-xdist's `--dist loadgroup`), in this order: the two hubs
-# share their images and must not run at once (hub_turn), and a worker waiting for the other's turn would stand idle.
+# Modules that run one after the other on one worker, in the order of collection (pytest_xdist_make_scheduler): the
+# two hubs share their images and must not run at once (hub_turn), and a worker waiting for the other's turn stood idle.
 GROUPS = {"test_hub.py": "hub", "test_hub_swarm.py": "hub"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
+class ModulesAndGroups(LoadFileScheduling):
+    """`--dist loadfile` (a module's tests, which may share a stack, on one worker), with GROUPS' modules as one."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = super()._split_scope(nodeid)
+        return GROUPS.get(Path(module).name, module)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile` (scripts/test), ModulesAndGroups. (pytest-xdist's own `loadgroup` marks tests by
+    rewriting their node ids, which pytest 9 no longer reads.)"""
+    return ModulesAndGroups(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds; on workers,
-    then the modules that take longest. Each module is a group of its own for the workers (a module's tests may
-    share a stack), but for GROUPS."""
+    then the modules that take longest."""
     workers = config.getoption("dist", "no") != "no"
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.name, item.path.name)))
 
     def rank(item) -> tuple[int, int]:
         if "unit" in item.path.parent.parts[-1:]:

@@ -13,7 +13,10 @@ import time
 from .. import ipc, paths, programs
 from ..state.runs import ACTIVE, RunRecord, RunState, read_run
 
-START_TIMEOUT = 20.0
+# seconds for the runner to answer: one started on demand, or a new one once the watchdog has replaced a hung one
+# (its probes fail for 10 s, then it kills it: 20 s or more on a busy machine)
+START_TIMEOUT = 60.0
+WAITING_NOTE_AFTER = 5.0
 
 
 class RunsError(Exception):
@@ -36,12 +39,16 @@ def start_runner() -> None:
 
 def request(op: str, timeout: float = 120, **fields) -> dict:
     deadline = time.monotonic() + START_TIMEOUT
-    started = False
+    started = noted = False
     while True:
         try:
             reply = _ask({"op": op, **fields}, timeout)
             break
         except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, ConnectionError):
+            if not noted and time.monotonic() > deadline - START_TIMEOUT + WAITING_NOTE_AFTER:
+                print("notebookctl: waiting for the notebook runner to answer (a hung one is replaced within about "
+                      "20 s)...", file=sys.stderr, flush=True)
+                noted = True
             if time.monotonic() > deadline:
                 raise RunsError(f"the notebook runner did not answer within {START_TIMEOUT:.0f} s "
                                 "(see `docker compose logs notebooks`)") from None
