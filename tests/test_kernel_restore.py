@@ -117,7 +117,8 @@ def test_kernels_come_back_through_restart_recreate_and_down_up(make_stack):
             first = kernel.execute(CHECK)
             again = kernel.execute("print(In[-1][:5], get_ipython().execution_count >= 3)")
         assert first["stdout"] == EXPECTED, f"after {event}: {first}"
-        assert NOTICE in first["stderr"] and "saved when the container stopped" in first["stderr"], first
+        assert NOTICE in first["stderr"] and "saved when the container stopped" in first["stderr"], \
+            f"{first}\nlogs:\n{stack.logs()[-6000:]}"
         if event == "restart":
             assert all(name in first["stderr"] for name in NOT_RESTORED), first["stderr"]
         else:  # those never came back, so they are not in the kernel to be saved again

@@ -663,16 +663,17 @@ class KernelState:
         """The kernel ends: when the container is stopping and no cell was cut short, save everything now."""
         if not (self.config.at_stop and os.path.exists(self.config.stop_marker)):
             return
-        if self.child:
-            with contextlib.suppress(OSError):
-                os.kill(self.child, signal.SIGKILL)
-                os.waitpid(self.child, 0)
         if self.running:
+            self._end_child()
             self._log("persistent-notebooks: a cell was running at stop: the kernel's last checkpoint is kept")
             return
         marker = self.store.dir / WRITING
         try:
-            marker.touch()
+            # First the mark (the keeper then waits up to 40 s rather than 8), then the checkpoint's child ended: on a
+            # busy disk, a child killed in the middle of a write may take seconds to go.
+            with contextlib.suppress(OSError):
+                marker.touch()
+            self._end_child()
             inputs = list(getattr(self.shell.history_manager, "input_hist_raw", [""]))[1:]
             started = time.monotonic()
             code = self.checkpoint(user_variables(self.shell, self.restored), "stop", self.shell.execution_count,
@@ -681,6 +682,13 @@ class KernelState:
                       f"({'ok' if code == 0 else 'failed: see ' + STATUS}, {time.monotonic() - started:.1f} s)")
         finally:
             marker.unlink(missing_ok=True)
+
+    def _end_child(self) -> None:
+        if self.child:
+            with contextlib.suppress(OSError):
+                os.kill(self.child, signal.SIGKILL)
+                os.waitpid(self.child, 0)
+            self.child = None
 
     @staticmethod
     def _log(text: str) -> None:
