@@ -8,6 +8,7 @@ import pickle
 import signal
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,31 @@ def test_the_notice_names_what_was_left_out():
     text = report.notice()
     assert "restored 2 of 3 variables" in text and "fh (an open file: open it again)" in text
     assert "could not be loaded" in kernelstate.Report(time.time(), [], {}, failure="boom").notice()
+
+
+def test_at_stop_the_kernel_marks_that_it_saves_before_it_ends_its_checkpoint(tmp_path, monkeypatch):
+    """The keeper gives a kernel 8 s to end, 40 s while it marks that it saves: the mark comes before the checkpoint's
+    child is ended (on a busy disk a child killed mid-write takes seconds to go), and the stop snapshot is written."""
+    store = store_in(tmp_path)
+    (tmp_path / "stopping").touch()
+    shell = types.SimpleNamespace(execution_count=2, user_ns={"x": 41}, user_ns_hidden={},
+                                  history_manager=types.SimpleNamespace(input_hist_raw=["", "x = 41"]))
+    state = kernelstate.KernelState(shell, store.config)
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    state.child = child
+    marked_when_reaped = []
+    waitpid = os.waitpid
+
+    def watched_waitpid(pid, options):
+        marked_when_reaped.append((store.dir / kernelstate.WRITING).exists())
+        return waitpid(pid, options)
+    monkeypatch.setattr(kernelstate.os, "waitpid", watched_waitpid)
+    state.at_exit()
+    assert marked_when_reaped == [True], "the checkpoint's child was ended before the mark"
+    assert not (store.dir / kernelstate.WRITING).exists()
+    back: dict = {}
+    manifest, _ = load(store, back)
+    assert back == {"x": 41} and manifest.reason == "stop"
