@@ -162,6 +162,8 @@ class Runner(ipc.Service):
         if not any(old.resumable() for old in runs.all_runs()):
             return
         if not await self.jupyter_answers():
+            if self.stopping.is_set():
+                return  # the container stops again: the runs stay to resume at its next start
             log.warning("Jupyter did not answer within %.0f s: the runs to resume are tried now", JUPYTER_WAIT)
         for old in runs.all_runs():
             if not old.resumable():
