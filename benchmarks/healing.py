@@ -9,8 +9,8 @@ import time
 
 from harness import KILL_JUPYTER, Bench, kernels_answering_since, progress, ready_kernel, settle, summary
 from kernelclient import KernelConnection, api
-from stack import Stack, http_get, wait_for
-from startup import Floor
+from stack import Stack, wait_for
+from startup import Floor, answers
 
 
 def kernels_back_after_kill(stack: Stack, token: str, kernel_ids: list[str]) -> float:
@@ -58,14 +58,13 @@ def floor_restart(bench: Bench) -> None:
     killed and started again at once, to its first 200 (the same polling from the host; no kernel to adopt)."""
     floor = Floor(bench.client, bench.image, app="lab", restarting=True)
     bench.floors.append(floor)  # removed at the end
-    wait_for(lambda: http_get(f"{floor.base_url}/api/status", floor.token, timeout=2)[0] == 200, 120,
-             "the restarting floor to answer", interval=0.05)
+    wait_for(lambda: answers(floor.base_url, floor.token), 120, "the restarting floor to answer", interval=0.05)
     times = []
     for i in range(bench.runs):
         progress(f"kill -9 of the floor's jupyter lab {i + 1}/{bench.runs}")
         killed_at = float(floor.container.exec_run(["python3", "-c", KILL_FLOOR]).output)
-        wait_for(lambda: http_get(f"{floor.base_url}/api/status", floor.token, timeout=2)[0] == 200, 120,
-                 "the floor to answer again after kill -9", interval=0.02)
+        wait_for(lambda: answers(floor.base_url, floor.token), 120, "the floor to answer again after kill -9",
+                 interval=0.02)
         times.append(time.time() - killed_at)
     floor_s = statistics.median(times)
     bench.results["floor_restart_s"] = {

@@ -16,9 +16,14 @@ FLOOR_ARGS = ["server", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8888", "--Se
               "--ServerApp.open_browser=False", "--ServerApp.root_dir=/tmp"]
 
 
+def answers(base_url: str, token: str) -> bool:
+    """Whether the Jupyter server at base_url answers /api/status with 200 (within 2 s)."""
+    return http_get(f"{base_url}/api/status", token, timeout=2)[0] == 200
+
+
 def first_200(base_url: str, token: str, started: float, timeout: float = 120) -> float:
-    wait_for(lambda: http_get(f"{base_url}/api/status", token, timeout=2)[0] == 200, timeout,
-             f"{base_url} to answer", interval=0.02)
+    """Seconds from `started` (time.monotonic()) to the server's first 200, polled every 20 ms."""
+    wait_for(lambda: answers(base_url, token), timeout, f"{base_url} to answer", interval=0.02)
     return time.monotonic() - started
 
 

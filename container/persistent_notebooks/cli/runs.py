@@ -38,21 +38,24 @@ def start_runner() -> None:
 
 
 def request(op: str, timeout: float = 120, **fields) -> dict:
-    deadline = time.monotonic() + START_TIMEOUT
+    """Send one request to the runner, starting it when it is not there (again after half of START_TIMEOUT, in case
+    the watchdog was replacing a hung one); its reply."""
+    began = time.monotonic()
     started = noted = False
     while True:
         try:
             reply = _ask({"op": op, **fields}, timeout)
             break
         except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, ConnectionError):
-            if not noted and time.monotonic() > deadline - START_TIMEOUT + WAITING_NOTE_AFTER:
+            waited = time.monotonic() - began
+            if not noted and waited > WAITING_NOTE_AFTER:
                 print("notebookctl: waiting for the notebook runner to answer (a hung one is replaced within about "
                       "20 s)...", file=sys.stderr, flush=True)
                 noted = True
-            if time.monotonic() > deadline:
+            if waited > START_TIMEOUT:
                 raise RunsError(f"the notebook runner did not answer within {START_TIMEOUT:.0f} s "
                                 "(see `docker compose logs notebooks`)") from None
-            if not started or time.monotonic() > deadline - START_TIMEOUT / 2:
+            if not started or waited > START_TIMEOUT / 2:
                 start_runner()
                 started = True
             time.sleep(0.1)
