@@ -73,7 +73,7 @@ def unpack_messages(payload: bytes) -> list[list[bytes]]:
 def split(frames: list[bytes]) -> tuple[dict, int]:
     """The header of a raw Jupyter message (its routing frames first) and the index of its delimiter."""
     i = frames.index(DELIM)
-    return json.loads(frames[i + 2]), i
+    return json.loads(bytes(frames[i + 2])), i
 
 
 class Signer:

@@ -12,21 +12,27 @@ message when it makes it, and its threads may send them a little out of that ord
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from ..wire import DELIM, KEEPER_USERNAME
+from ..wire import KEEPER_USERNAME, split
 
 MARGIN = timedelta(milliseconds=50)
 
 
-def msg_id_of(msg_list: list) -> str | None:
+def header_of(frames: list) -> dict | None:
+    """The header of a raw message (routing frames first, frames as bytes or buffers); None when unreadable."""
     try:
-        i = msg_list.index(DELIM)
-        return json.loads(bytes(msg_list[i + 2]))["msg_id"]
-    except (ValueError, IndexError, KeyError, TypeError):
+        header, _ = split(frames)
+    except (ValueError, IndexError, TypeError):
         return None
+    return header if isinstance(header, dict) else None
+
+
+def msg_id_of(frames: list) -> str | None:
+    """A raw message's msg_id; None when it has none or cannot be read."""
+    msg_id = (header_of(frames) or {}).get("msg_id")
+    return msg_id if isinstance(msg_id, str) else None
 
 
 class Message(NamedTuple):
@@ -39,12 +45,8 @@ class Message(NamedTuple):
 
     @classmethod
     def read(cls, frames: list) -> Message:
-        try:
-            i = frames.index(DELIM)
-            header = json.loads(bytes(frames[i + 2]))
-        except (ValueError, IndexError, TypeError):
-            return cls(frames, None, None, False)
-        if not isinstance(header, dict):
+        header = header_of(frames)
+        if header is None:
             return cls(frames, None, None, False)
         try:
             date = datetime.fromisoformat(header["date"])
@@ -52,8 +54,7 @@ class Message(NamedTuple):
         except (KeyError, TypeError, ValueError):
             date = None
         msg_id = header.get("msg_id")
-        return cls(frames, msg_id if isinstance(msg_id, str) else None, date,
-                   header.get("username") == KEEPER_USERNAME)
+        return cls(frames, msg_id if isinstance(msg_id, str) else None, date, header.get("username") == KEEPER_USERNAME)
 
 
 def known_older(message: Message, first_live: datetime | None) -> bool:
