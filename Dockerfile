@@ -7,78 +7,10 @@
 # Targets: the default (last) one is the single-user stack's image; `hub-user` is the base of each
 # JupyterHub user's image (hub/compose.yaml builds it; the hub adds each user's uid on top).
 ARG BASE_IMAGE=debian:trixie-slim
-FROM ${BASE_IMAGE} AS runtime
 
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-
-# apt-install: apt-get install without recommends, trusting the build secret `ca_bundle` (the host's
-# CA bundle, CA_BUNDLE, for TLS-intercepting proxies; a secret, so it lands in no layer).
-COPY --chmod=0755 container/apt-install /usr/local/sbin/apt-install
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    apt-install ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
-    && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }'
-
-# supervisord in a venv of its own, its version pinned in container/requirements-supervisor.txt.
-COPY container/requirements-supervisor.txt /opt/persistent-notebooks/requirements-supervisor.txt
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    python3 -m venv /opt/supervisor \
-    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && /opt/supervisor/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-        -r /opt/persistent-notebooks/requirements-supervisor.txt \
-    && /opt/supervisor/bin/python -m pip uninstall --quiet --yes pip \
-    && ln -s /opt/supervisor/bin/supervisord /opt/supervisor/bin/supervisorctl /usr/local/bin/
-
-# The notebook environment: exact versions from container/requirements.txt. Its site-packages
-# stay root-owned; with --system-site-packages the user site (PYTHONUSERBASE, in the state
-# volume) is on, so `%pip install` from a notebook works and outlives the container.
-COPY container/requirements.txt /opt/persistent-notebooks/requirements.txt
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    python3 -m venv --system-site-packages /opt/venv \
-    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-        -r /opt/persistent-notebooks/requirements.txt
-
-# The container-side package (persistent_notebooks: one subpackage per process, see its __init__),
-# with its entry points: jupyter_client finds the kernel provisioner by one, and `notebookctl` is
-# another. Installed into the notebook venv and, for the watchdog that runs inside supervisord, into
-# supervisord's venv too (it needs nothing but the standard library there). Its build backend is
-# pinned in container/pyproject.toml.
-# The kernel library (kernel-lib): dill and the package again, for every kernel's Python (environments
-# included) to save and load its variables; pure Python, imported by /etc/ipython/kernel_state.py.
-COPY container/requirements-kernel.txt /opt/persistent-notebooks/requirements-kernel.txt
-COPY container/pyproject.toml /opt/persistent-notebooks/src/pyproject.toml
-COPY container/persistent_notebooks /opt/persistent-notebooks/src/persistent_notebooks
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && /opt/venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
-        --wheel-dir /opt/persistent-notebooks/wheel /opt/persistent-notebooks/src \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /opt/persistent-notebooks/wheel/*.whl \
-    && /opt/venv/bin/pip --python /opt/supervisor/bin/python install --no-cache-dir --disable-pip-version-check \
-        --no-deps --no-compile /opt/persistent-notebooks/wheel/*.whl \
-    && /opt/supervisor/bin/python -m compileall -q /opt/supervisor/lib \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-        --target /opt/persistent-notebooks/kernel-lib -r /opt/persistent-notebooks/requirements-kernel.txt \
-        /opt/persistent-notebooks/wheel/*.whl \
-    && ln -s /opt/venv/bin/notebookctl /usr/local/bin/notebookctl \
-    && rm -rf /opt/persistent-notebooks/src /opt/persistent-notebooks/wheel
-
-# Extending the image without editing it (build arguments, set in .env, then
-# `docker compose up -d --build`): Debian packages, and a requirements file at the top of the
-# checkout installed into the notebook environment, our pins kept as constraints. Here, after the
-# slow layers, so that changing either rebuilds only what follows.
-ARG EXTRA_APT_PACKAGES=""
-# hadolint ignore=SC2086
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    if [ -n "${EXTRA_APT_PACKAGES}" ]; then apt-install ${EXTRA_APT_PACKAGES}; fi
-ARG EXTRA_PIP_REQUIREMENTS=""
-COPY ${EXTRA_PIP_REQUIREMENTS:-container/no-extra-requirements} /opt/persistent-notebooks/extra-requirements.txt
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    if [ -n "${EXTRA_PIP_REQUIREMENTS}" ]; then \
-        if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-        && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-            -c /opt/persistent-notebooks/requirements.txt -r /opt/persistent-notebooks/extra-requirements.txt; \
-    fi
-
+# What goes into the image as it is, gathered in a stage of its own to land in one layer (COPY --from below): the
+# engine walks the whole image for each layer it stores on a storage driver without a native diff (fuse-overlayfs).
+FROM scratch AS files
 COPY supervisord.conf /etc/persistent-notebooks/supervisord.conf
 COPY --chmod=0755 container/healthcheck /usr/local/lib/persistent-notebooks/healthcheck
 COPY container/tmux.conf /etc/tmux.conf
@@ -87,9 +19,87 @@ COPY container/ipython/ /etc/ipython/
 # JupyterLab asks nobody about news and fetches nothing from the internet by itself.
 COPY container/labconfig/page_config.json /etc/jupyter/labconfig/page_config.json
 COPY container/profile.sh /etc/profile.d/persistent-notebooks.sh
-
 # The notebook user is added last (the final stage below, or the hub's layer per user), by this script.
 COPY --chmod=0755 container/add-notebook-user /usr/local/sbin/add-notebook-user
+
+# EXTRA_PIP_REQUIREMENTS' file (an empty one when unset), for the step that installs it to mount.
+FROM scratch AS extra-requirements
+ARG EXTRA_PIP_REQUIREMENTS=""
+COPY ${EXTRA_PIP_REQUIREMENTS:-container/no-extra-requirements} /extra-requirements.txt
+
+FROM ${BASE_IMAGE} AS runtime
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# apt-install: apt-get install without recommends, trusting the build secret `ca_bundle` (the host's
+# CA bundle, CA_BUNDLE, for TLS-intercepting proxies; a secret, so it lands in no layer).
+# /workspace is WORKDIR below (add-notebook-user gives it to the notebook user).
+COPY --chmod=0755 container/apt-install /usr/local/sbin/apt-install
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    apt-install ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
+    && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }' \
+    && mkdir /workspace
+
+# supervisord in a venv of its own, its version pinned in container/requirements-supervisor.txt. (Files the
+# build only reads are mounted rather than copied: a copy is a layer.)
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    --mount=type=bind,source=container/requirements-supervisor.txt,target=/tmp/requirements-supervisor.txt \
+    python3 -m venv /opt/supervisor \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/supervisor/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        -r /tmp/requirements-supervisor.txt \
+    && /opt/supervisor/bin/python -m pip uninstall --quiet --yes pip \
+    && ln -s /opt/supervisor/bin/supervisord /opt/supervisor/bin/supervisorctl /usr/local/bin/
+
+# The notebook environment: exact versions from container/requirements.txt. Its site-packages
+# stay root-owned; with --system-site-packages the user site (PYTHONUSERBASE, in the state
+# volume) is on, so `%pip install` from a notebook works and outlives the container.
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    --mount=type=bind,source=container/requirements.txt,target=/tmp/requirements.txt \
+    python3 -m venv --system-site-packages /opt/venv \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/requirements.txt
+
+# The container-side package (persistent_notebooks: one subpackage per process, see its __init__),
+# with its entry points: jupyter_client finds the kernel provisioner by one, and `notebookctl` is
+# another. Installed into the notebook venv and, for the watchdog that runs inside supervisord, into
+# supervisord's venv too (it needs nothing but the standard library there). Its build backend is
+# pinned in container/pyproject.toml.
+# The kernel library (kernel-lib): dill and the package again, for every kernel's Python (environments
+# included) to save and load its variables; pure Python, imported by /etc/ipython/kernel_state.py.
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    --mount=type=bind,source=container,target=/mnt \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /tmp/wheel /mnt \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /tmp/wheel/*.whl \
+    && /opt/venv/bin/pip --python /opt/supervisor/bin/python install --no-cache-dir --disable-pip-version-check \
+        --no-deps --no-compile /tmp/wheel/*.whl \
+    && /opt/supervisor/bin/python -m compileall -q /opt/supervisor/lib \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        --target /opt/persistent-notebooks/kernel-lib -r /mnt/requirements-kernel.txt /tmp/wheel/*.whl \
+    && ln -s /opt/venv/bin/notebookctl /usr/local/bin/notebookctl \
+    && rm -rf /tmp/wheel
+
+# Extending the image without editing it (build arguments, set in .env, then
+# `docker compose up -d --build`): Debian packages, and a requirements file at the top of the
+# checkout installed into the notebook environment, our pins kept as constraints. Here, after the
+# slow layers, so that changing either rebuilds only what follows.
+ARG EXTRA_APT_PACKAGES=""
+ARG EXTRA_PIP_REQUIREMENTS=""
+# hadolint ignore=SC2086
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    --mount=type=bind,source=container/requirements.txt,target=/tmp/requirements.txt \
+    --mount=type=bind,from=extra-requirements,source=/extra-requirements.txt,target=/tmp/extra-requirements.txt \
+    if [ -n "${EXTRA_APT_PACKAGES}" ]; then apt-install ${EXTRA_APT_PACKAGES}; fi \
+    && if [ -n "${EXTRA_PIP_REQUIREMENTS}" ]; then \
+        if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+        && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+            -c /tmp/requirements.txt -r /tmp/extra-requirements.txt; \
+    fi
+
+# (files is a scratch stage holding only what it lists, not a whole file system.)
+# hadolint ignore=DL3067
+COPY --from=files / /
 
 ENV PATH=/opt/venv/bin:$PATH \
     TMUX_TMPDIR=/var/lib/persistent-notebooks/tmux \
@@ -127,13 +137,13 @@ ENTRYPOINT ["tini", "--", "/opt/supervisor/bin/python", "-m", "persistent_notebo
 # the hub's version: hub/requirements-singleuser.txt). No user here: the hub builds one small layer per
 # user on top, with that user's uid (hub/persistent_hub/images.py runs add-notebook-user).
 FROM runtime AS hub-user
-COPY hub/requirements-singleuser.txt /opt/persistent-notebooks/requirements-singleuser.txt
 # (The image's SSL_CERT_FILE and friends name the state volume's bundle, not there at build time.)
 RUN --mount=type=secret,id=ca_bundle,required=false \
+    --mount=type=bind,source=hub/requirements-singleuser.txt,target=/tmp/requirements-singleuser.txt \
     unset SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE PIP_CERT \
     && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-        -r /opt/persistent-notebooks/requirements-singleuser.txt
+        -r /tmp/requirements-singleuser.txt
 
 # The single-user stack (the default target). Last, so that another HOST_UID rebuilds only this small
 # layer. The named volumes are initialised from these folders, with this ownership.
