@@ -38,11 +38,12 @@ def since_container_start(attrs: dict) -> float:
     return time.time() - docker_time(attrs)
 
 
-def check_cost(client: docker.DockerClient, stack: Stack) -> float:
-    """Seconds from the one-shot check container's start to the stack container's start (what the check
-    adds to `docker compose up -d`: its start, its run, its exit, compose noticing)."""
+def check_cost(client: docker.DockerClient, stack: Stack) -> tuple[float, float]:
+    """What the one-shot check container adds to `docker compose up -d`: seconds from its start to the stack
+    container's start, and of those, from its exit to that start (Compose noticing it is done, and the start)."""
     check = client.containers.get(stack.compose("ps", "-a", "-q", "check").stdout.strip())
-    return docker_time(stack.inspect()) - docker_time(check.attrs)
+    started = docker_time(stack.inspect())
+    return started - docker_time(check.attrs), started - docker_time(check.attrs, "FinishedAt")
 
 
 class Floor:
@@ -79,7 +80,7 @@ def measure(bench: Bench) -> None:
     (bench.stack, bench.floor, bench.token, bench.stack_container)."""
     client, image, runs, floors = bench.client, bench.image, bench.runs, bench.floors
     up_healthy, up_200, floor_200, up_inside, floor_inside = [], [], [], [], []
-    lab_200, lab_inside, up_check = [], [], []
+    lab_200, lab_inside, up_check, check_end = [], [], [], []
     for i in range(runs):
         progress(f"start-up {i + 1}/{runs}: stack")
         # The token given, so that no `docker exec` (to read a generated one) competes with the start-up.
@@ -89,7 +90,9 @@ def measure(bench: Bench) -> None:
         token = stack.variables["JUPYTER_TOKEN"]
         up_200.append(first_200(stack.base_url, token, started))
         up_inside.append(since_container_start(stack.inspect()))
-        up_check.append(check_cost(client, stack))
+        whole, after_exit = check_cost(client, stack)
+        up_check.append(whole)
+        check_end.append(after_exit)
         stack.wait_healthy()
         up_healthy.append(time.monotonic() - started)
         if i < runs - 1:
@@ -116,6 +119,7 @@ def measure(bench: Bench) -> None:
         "ratio_first_200": statistics.median(up_200) / statistics.median(floor_200),
         "stack_container_start_to_first_200": summary(up_inside),
         "check_container_start_to_stack_start": summary(up_check),
+        "check_container_exit_to_stack_start": summary(check_end),
         "floor_container_start_to_first_200": summary(floor_inside),
         "ratio_container_start_to_first_200": statistics.median(up_inside) / statistics.median(floor_inside),
         "lab_floor_to_first_200": summary(lab_200),

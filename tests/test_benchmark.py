@@ -30,6 +30,8 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["idle_cpu_percent"]["stack"] > 0 and figures["idle_cpu_percent"]["floor"] >= 0
     assert 0 < figures["startup_s"]["stack_container_start_to_first_200"]["median"] < 600
     assert 0 < figures["startup_s"]["check_container_start_to_stack_start"]["median"] < 600
+    assert 0 < figures["startup_s"]["check_container_exit_to_stack_start"]["median"] < (
+        figures["startup_s"]["check_container_start_to_stack_start"]["median"])
     assert figures["memory"]["keeper_with_a_kernel"]["pss_mib"] > 0, "the keeper did not run with a kernel"
     assert "kernel keeper" not in figures["memory"]["processes"], "the keeper runs in an idle stack"
     assert figures["memory"]["per_kernel_mib"] > 0
