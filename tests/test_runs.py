@@ -678,7 +678,7 @@ def test_jupyterlabs_queued_cells_run_on_after_a_container_restart(stack: Stack)
     wait_run(stack, old["resumed_by"], until=lambda r: r["state"] == "running")
     touch(stack, "lab-go")
     done = wait_run(stack, old["resumed_by"])
-    assert done["state"] == "done", done
+    assert done["state"] == "done", (done, read(path)["cells"])
     cells = read(path)["cells"]
     assert text_of(cells[0]) == "first\n", "a cell that had ended is not run again"
     assert "runs again from its start" in text_of(cells[1]) and "go" in text_of(cells[1]), cells[1]

@@ -551,6 +551,9 @@ class KernelState:
             self.running = True
         if not getattr(info, "store_history", False):
             return  # start-up code (exec_lines), or a client's own bookkeeping: not the user's cell
+        # Cells sent back to back (JupyterLab's Run All, VSCode's queue) leave the checkpointer no moment between
+        # them: a checkpoint due is forked here, before this cell, or a long queue would have none until its end.
+        self._fork_if_due()
         if self.restored:
             self._unhide()
         for notice in self.notices:
@@ -584,8 +587,13 @@ class KernelState:
             self._reap()
             if self.pending and not self.child and time.monotonic() >= self.next_allowed:
                 with self.cell_lock:  # waits while a cell runs
-                    self.pending = False
-                    self._fork()
+                    self._fork_if_due()
+
+    def _fork_if_due(self) -> None:
+        """A checkpoint, if one is due and allowed; called with cell_lock held (between cells)."""
+        if self.pending and not self.child and time.monotonic() >= self.next_allowed:
+            self.pending = False
+            self._fork()
 
     def _fork(self) -> None:
         namespace = user_variables(self.shell, self.restored)

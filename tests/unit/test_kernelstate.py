@@ -169,3 +169,25 @@ def test_at_stop_the_kernel_marks_that_it_saves_before_it_ends_its_checkpoint(tm
     back: dict = {}
     manifest, _ = load(store, back)
     assert back == {"x": 41} and manifest.reason == "stop"
+
+
+def test_cells_sent_back_to_back_get_their_checkpoint_before_the_next(tmp_path):
+    """JupyterLab's Run All (and VSCode's queue) send every cell at once: the next cell starts as soon as one ends,
+    before the checkpointer thread has its turn. The checkpoint due is then taken as the next cell starts, so a cell
+    running at a container stop finds the variables of the cells before it saved."""
+    store = store_in(tmp_path)
+    shell = types.SimpleNamespace(execution_count=1, user_ns={}, user_ns_hidden={},
+                                  history_manager=types.SimpleNamespace(input_hist_raw=[""]))
+    state = kernelstate.KernelState(shell, store.config)  # not started: no checkpointer thread ever takes a turn
+    cell = types.SimpleNamespace(store_history=True)
+    state.pre_run_cell(cell)
+    shell.user_ns["first"] = 40
+    shell.history_manager.input_hist_raw.append("first = 40")
+    state.post_run_cell(types.SimpleNamespace(execution_count=1, info=cell))
+    state.pre_run_cell(cell)  # the next cell, at once
+    assert state.child, "no checkpoint was taken between the two cells"
+    _, status = os.waitpid(state.child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    back: dict = {}
+    manifest, _ = load(store, back)
+    assert back == {"first": 40} and manifest.reason == "checkpoint"
