@@ -585,13 +585,17 @@ class KernelState:
             self.wake.wait(timeout)
             self.wake.clear()
             self._reap()
-            if self.pending and not self.child and time.monotonic() >= self.next_allowed:
+            if self._due():
                 with self.cell_lock:  # waits while a cell runs
                     self._fork_if_due()
 
+    def _due(self) -> bool:
+        """A cell ended since the last checkpoint, none is being written, and the duty limit allows one now."""
+        return self.pending and not self.child and time.monotonic() >= self.next_allowed
+
     def _fork_if_due(self) -> None:
-        """A checkpoint, if one is due and allowed; called with cell_lock held (between cells)."""
-        if self.pending and not self.child and time.monotonic() >= self.next_allowed:
+        """A checkpoint, if one is due; called with cell_lock held (between cells)."""
+        if self._due():
             self.pending = False
             self._fork()
 
