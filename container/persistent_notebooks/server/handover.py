@@ -29,10 +29,14 @@ def header_of(frames: list) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
+def msg_id_in(header: dict) -> str | None:
+    msg_id = header.get("msg_id")
+    return msg_id if isinstance(msg_id, str) else None
+
+
 def msg_id_of(frames: list) -> str | None:
     """A raw message's msg_id; None when it has none or cannot be read."""
-    msg_id = (header_of(frames) or {}).get("msg_id")
-    return msg_id if isinstance(msg_id, str) else None
+    return msg_id_in(header_of(frames) or {})
 
 
 class Message(NamedTuple):
@@ -53,8 +57,7 @@ class Message(NamedTuple):
             date = date if date.tzinfo else date.replace(tzinfo=UTC)
         except (KeyError, TypeError, ValueError):
             date = None
-        msg_id = header.get("msg_id")
-        return cls(frames, msg_id if isinstance(msg_id, str) else None, date, header.get("username") == KEEPER_USERNAME)
+        return cls(frames, msg_id_in(header), date, header.get("username") == KEEPER_USERNAME)
 
 
 def known_older(message: Message, first_live: datetime | None) -> bool:
