@@ -119,10 +119,14 @@ def health(project: str | None = None) -> str:
 STARTED = time.monotonic()
 
 
-def step(message: str) -> None:
+def step_line(message: str) -> str:
     """A step of a long command, with the minutes and seconds since the command started (where the time goes)."""
     minutes, seconds = divmod(int(time.monotonic() - STARTED), 60)
-    print(f"==> [{minutes}:{seconds:02d}] {message}", flush=True)
+    return f"==> [{minutes}:{seconds:02d}] {message}\n"
+
+
+def step(message: str) -> None:
+    print(step_line(message), end="", flush=True)
 
 
 def ensure_venv() -> Path:

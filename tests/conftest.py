@@ -14,7 +14,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,15 +23,18 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from stack import COMPOSE_FILE, STACK_VARIABLES, Stack, owned_folder
+from stack import (
+    COMPOSE_FILE,
+    STACK_VARIABLES,
+    TEST_GID,
+    TEST_IMAGE,
+    TEST_UID,
+    Stack,
+    build_test_image,
+    image_exists,
+    owned_folder,
+)
 from xdist.scheduler import LoadFileScheduling
-
-# One id for the run, the same in every worker (they inherit the environment of the process that starts them).
-RUN_ID = os.environ.setdefault("PNTEST_RUN_ID", uuid.uuid4().hex[:8])
-TEST_IMAGE = f"persistent-notebooks:test-{RUN_ID}"
-# The notebook user's uid in the tests: the caller's own, or (as root, e.g. in CI) a plain user's.
-TEST_UID = os.getuid() or 1000
-TEST_GID = os.getgid() or 1000
 
 
 @pytest.fixture(scope="session")
@@ -76,21 +78,28 @@ def hub_turn(pytestconfig, tmp_path_factory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def test_image(pytestconfig, env_file, tmp_path_factory) -> str:
+def test_image(pytestconfig, tmp_path_factory) -> str:
     """The image built from this checkout under a tag of this run's own: built once, by the first worker that
-    needs it (the others wait for it); removed when the run ends (pytest_sessionfinish)."""
+    needs it (the others wait for it), unless scripts/test built it before pytest began; removed when the run ends
+    by whoever built it (pytest_sessionfinish, or scripts/test)."""
     with run_lock(pytestconfig, tmp_path_factory, "test-image"):
-        built = subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode == 0
-        if not built:
-            builder = Stack(tmp_path_factory.mktemp("build"), TEST_IMAGE, env_file,
-                            HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
-            builder.compose("build", timeout=1800)
+        if not image_exists(TEST_IMAGE):
+            build_test_image()
     return TEST_IMAGE
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The run's test image goes once every worker is done with it."""
+PREBUILT = pytest.StashKey[bool]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
     if is_controller(session.config):
+        session.config.stash[PREBUILT] = image_exists(TEST_IMAGE)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The run's test image goes once every worker is done with it, unless it was there before the run began (then
+    its builder, scripts/test, removes it after its last pytest)."""
+    if is_controller(session.config) and not session.config.stash.get(PREBUILT, False):
         subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
 
 

@@ -1,6 +1,8 @@
 """A compose stack of this repository under its own project name, driven for real (tests, benchmark).
 
 Every wait polls a condition with a deadline and fails with a message that says what was seen.
+`python tests/stack.py build|remove` builds or removes the run's test image (scripts/test builds it while the rest of
+its set-up goes on).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +34,13 @@ from persistent_notebooks.programs import ON_DEMAND, WHEN_IDLE  # noqa: E402, F4
 from persistent_notebooks.settings import SETTINGS  # noqa: E402
 
 STACK_VARIABLES = tuple(setting.name for setting in SETTINGS)
+
+# One id for the run, the same in every pytest process (workers, and scripts/test's phases: they inherit it).
+RUN_ID = os.environ.setdefault("PNTEST_RUN_ID", uuid.uuid4().hex[:8])
+TEST_IMAGE = f"persistent-notebooks:test-{RUN_ID}"
+# The notebook user's uid in the tests: the caller's own, or (as root, e.g. in CI) a plain user's.
+TEST_UID = os.getuid() or 1000
+TEST_GID = os.getgid() or 1000
 
 
 _docker: docker.DockerClient | None = None
@@ -292,3 +302,28 @@ class Stack:
     def session_exists(self, name: str | None = None) -> bool:
         name = name or self.variables["TMUX_SESSION"]
         return self.exec("tmux", "-N", "has-session", "-t", f"={name}", check=False).returncode == 0
+
+
+def image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def build_test_image() -> None:
+    """Build TEST_IMAGE from this checkout for TEST_UID:TEST_GID, given no settings but those (never a user's .env)."""
+    with tempfile.TemporaryDirectory(prefix="pntest-build-") as folder:
+        env_file = Path(folder) / "empty.env"
+        env_file.write_text("")
+        builder = Stack(Path(folder) / "workspace", TEST_IMAGE, env_file,
+                        HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
+        builder.compose("build", timeout=1800)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["build"]:
+        began = time.monotonic()
+        build_test_image()
+        print(f"built {TEST_IMAGE} in {time.monotonic() - began:.0f} s")
+    elif sys.argv[1:] == ["remove"]:
+        subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
+    else:
+        sys.exit("usage: python tests/stack.py build|remove  (the image of the run PNTEST_RUN_ID names)")

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from conftest import TEST_GID, TEST_UID, own_stack
+from conftest import own_stack
 from kernelclient import KernelConnection, api, start_kernel
-from stack import SUPERVISORCTL, Stack, wait_for
+from stack import SUPERVISORCTL, TEST_GID, TEST_UID, Stack, wait_for
 
 KERNELS = "/var/lib/persistent-notebooks/kernels"
 

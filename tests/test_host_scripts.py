@@ -8,8 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import TEST_GID, TEST_UID
-from stack import REPO, WHEN_IDLE, Stack, docker_client
+from stack import REPO, TEST_GID, TEST_UID, WHEN_IDLE, Stack, docker_client
 
 
 def test_status_reports_a_healthy_stack(stack: Stack):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import RUN_ID, TEST_GID, TEST_UID
-from stack import REPO, Stack
+from stack import REPO, RUN_ID, TEST_GID, TEST_UID, Stack
 
 
 def in_image(tag: str, command: str) -> subprocess.CompletedProcess:

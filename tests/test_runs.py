@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_GID, TEST_UID, own_stack
+from conftest import own_stack
 from kernelclient import KernelConnection, api
-from stack import Stack, wait_for
+from stack import TEST_GID, TEST_UID, Stack, wait_for
 
 # A 2x2 red PNG, as a kernel displays it (IPython.display.Image).
 PNG = base64.b64encode(bytes.fromhex(

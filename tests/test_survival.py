@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from kernelclient import KernelConnection, across_a_drop, api, list_kernels
-from stack import SUPERVISORCTL, Stack, wait_for
+from stack import SUPERVISORCTL, TEST_GID, TEST_UID, Stack, owned_folder, wait_for
 
 LOOP = """
 import json
@@ -28,9 +28,6 @@ for i in range({n}):
 @pytest.fixture(scope="module")
 def survivor(test_image, env_file, tmp_path_factory):
     """A stack of its own for tests that kill Jupyter, tmux or the container."""
-    from conftest import TEST_GID, TEST_UID
-    from stack import owned_folder
-
     workspace = owned_folder(tmp_path_factory.mktemp("survivor") / "workspace", TEST_UID, TEST_GID)
     stack = Stack(workspace, test_image, env_file, HOST_UID=str(TEST_UID), HOST_GID=str(TEST_GID))
     stack.up()
