@@ -53,12 +53,17 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
 
 # The notebook environment: exact versions from container/requirements.txt. Its site-packages
 # stay root-owned; with --system-site-packages the user site (PYTHONUSERBASE, in the state
-# volume) is on, so `%pip install` from a notebook works and outlives the container.
+# volume) is on, so `%pip install` from a notebook works and outlives the container. Installed by
+# uv (pinned in that list; pip installs it first), which fetches and compiles in parallel where pip
+# goes one package at a time.
 RUN --mount=type=secret,id=ca_bundle,required=false \
     --mount=type=bind,source=container/requirements.txt,target=/tmp/requirements.txt \
     python3 -m venv --system-site-packages /opt/venv \
-    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/requirements.txt
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle SSL_CERT_FILE=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        "$(grep -x 'uv==[0-9.]*' /tmp/requirements.txt)" \
+    && UV_LINK_MODE=copy /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-cache --no-deps \
+        --compile-bytecode -r /tmp/requirements.txt
 
 # The container-side package (persistent_notebooks: one subpackage per process, see its __init__),
 # with its entry points: jupyter_client finds the kernel provisioner by one, and `notebookctl` is
