@@ -54,14 +54,14 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
 # The notebook environment: exact versions from container/requirements.txt. Its site-packages
 # stay root-owned; with --system-site-packages the user site (PYTHONUSERBASE, in the state
 # volume) is on, so `%pip install` from a notebook works and outlives the container. Installed by
-# uv (pinned in that list; pip installs it first), which fetches and compiles in parallel where pip
-# goes one package at a time.
+# uv (container/requirements-uv.txt; pip installs it first), which fetches and compiles in parallel
+# where pip goes one package at a time.
 RUN --mount=type=secret,id=ca_bundle,required=false \
     --mount=type=bind,source=container/requirements.txt,target=/tmp/requirements.txt \
+    --mount=type=bind,source=container/requirements-uv.txt,target=/tmp/requirements-uv.txt \
     python3 -m venv --system-site-packages /opt/venv \
     && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle SSL_CERT_FILE=/run/secrets/ca_bundle; fi \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
-        "$(grep -x 'uv==[0-9.]*' /tmp/requirements.txt)" \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/requirements-uv.txt \
     && UV_LINK_MODE=copy /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-cache --no-deps \
         --compile-bytecode -r /tmp/requirements.txt
 
@@ -94,12 +94,13 @@ ARG EXTRA_PIP_REQUIREMENTS=""
 # hadolint ignore=SC2086
 RUN --mount=type=secret,id=ca_bundle,required=false \
     --mount=type=bind,source=container/requirements.txt,target=/tmp/requirements.txt \
+    --mount=type=bind,source=container/requirements-uv.txt,target=/tmp/requirements-uv.txt \
     --mount=type=bind,from=extra-requirements,source=/extra-requirements.txt,target=/tmp/extra-requirements.txt \
     if [ -n "${EXTRA_APT_PACKAGES}" ]; then apt-install ${EXTRA_APT_PACKAGES}; fi \
     && if [ -n "${EXTRA_PIP_REQUIREMENTS}" ]; then \
         if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
         && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-            -c /tmp/requirements.txt -r /tmp/extra-requirements.txt; \
+            -c /tmp/requirements.txt -c /tmp/requirements-uv.txt -r /tmp/extra-requirements.txt; \
     fi
 
 # (files is a scratch stage holding only what it lists, not a whole file system.)

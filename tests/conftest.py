@@ -59,12 +59,16 @@ def is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
+def run_folder(config: pytest.Config, tmp_path_factory) -> Path:
+    """The run's base temporary folder, shared by every worker (a worker's own is a folder in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if is_controller(config) else base.parent
+
+
 @contextlib.contextmanager
 def run_lock(config: pytest.Config, tmp_path_factory, name: str) -> Iterator[None]:
-    """An flock shared by every worker of this run (in the run's base temporary folder)."""
-    base = tmp_path_factory.getbasetemp()
-    folder = base if is_controller(config) else base.parent  # a worker's is a folder in the run's
-    with open(folder / f"{name}.lock", "w") as lock:
+    """An flock shared by every worker of this run (in the run's folder)."""
+    with open(run_folder(config, tmp_path_factory) / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -80,26 +84,21 @@ def hub_turn(pytestconfig, tmp_path_factory) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def test_image(pytestconfig, tmp_path_factory) -> str:
     """The image built from this checkout under a tag of this run's own: built once, by the first worker that
-    needs it (the others wait for it), unless scripts/test built it before pytest began; removed when the run ends
-    by whoever built it (pytest_sessionfinish, or scripts/test)."""
+    needs it (the others wait for it), unless scripts/test built it before pytest began; removed at the end by
+    whoever built it (pytest_sessionfinish, told by the file BUILT; or scripts/test)."""
     with run_lock(pytestconfig, tmp_path_factory, "test-image"):
         if not image_exists(TEST_IMAGE):
             build_test_image()
+            (run_folder(pytestconfig, tmp_path_factory) / BUILT).touch()
     return TEST_IMAGE
 
 
-PREBUILT = pytest.StashKey[bool]()
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if is_controller(session.config):
-        session.config.stash[PREBUILT] = image_exists(TEST_IMAGE)
+BUILT = "test-image.built"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The run's test image goes once every worker is done with it, unless it was there before the run began (then
-    its builder, scripts/test, removes it after its last pytest)."""
-    if is_controller(session.config) and not session.config.stash.get(PREBUILT, False):
+    """The run's test image goes once every worker is done with it, if this run built it."""
+    if is_controller(session.config) and (session.config._tmp_path_factory.getbasetemp() / BUILT).exists():
         subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
 
 

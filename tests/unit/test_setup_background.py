@@ -45,12 +45,31 @@ def test_a_failed_command_fails_its_wait_by_name(script, capsys):
     assert "no mirror" in out and out.rstrip().endswith("base image: failed"), out
 
 
-def test_stop_ends_a_running_command_only_when_told_to(script):
-    """stop(terminate=True) should end a command at once; stop(terminate=False) should let it finish."""
-    job = script.Background("test image", [sys.executable, "-c", "import time; time.sleep(60)"])
+CLEANS_UP = """
+import pathlib, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+pathlib.Path(sys.argv[1]).touch()
+try:
+    child.wait()
+finally:
+    child.kill()
+    print("cleaned up", flush=True)
+"""
+
+
+def test_stop_interrupts_a_running_command_only_when_told_to(script, tmp_path):
+    """stop(interrupt=True) should end a command at once, letting it end what it runs itself (as Ctrl-C would);
+    stop(interrupt=False) should let it finish."""
+    started = tmp_path / "started"
+    job = script.Background("test image", [sys.executable, "-c", CLEANS_UP, str(started)])
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the command did not start its child within 10 s"
+        time.sleep(0.05)
     began = time.monotonic()
-    job.stop(terminate=True)
+    job.stop(interrupt=True)
     assert time.monotonic() - began < 10 and job.process.returncode is not None, "the command was not ended"
+    assert "cleaned up" in "".join(job.output), f"the command was not let clean up: {job.output}"
     job = script.Background("compose", [sys.executable, "-c", "import time; time.sleep(0.5); print('made')"])
-    job.stop(terminate=False)
+    job.stop(interrupt=False)
     assert job.process.returncode == 0 and "made\n" in job.output, job.output
