@@ -141,10 +141,11 @@ def test_health_is_the_watchdogs_report(stack: Stack):
                if "python" in line.split(" ", 1)[0] and "ipykernel_launcher" not in line]  # kernels: the user's
     roles = sorted("supervisord" if "persistent_notebooks.supervisor" in p else "jupyter" if "jupyter-server" in p
                    else "keeper" if "persistent_notebooks.keeper" in p
-                   else "runner" if "persistent_notebooks.runner" in p else p for p in pythons)
+                   else "runner" if "persistent_notebooks.runner" in p
+                   else "tmux-save" if "persistent_notebooks.tmux save" in p else p for p in pythons)
     # The programs started on demand only while they have work (or had it in the last IDLE_EXIT seconds): the keeper
-    # while kernels run, the runner after a run or a JupyterLab cell.
-    resident = [role for role in roles if role not in ("keeper", "runner")]
+    # while kernels run, the runner after a run or a JupyterLab cell; and the tmux session's save, a moment every 30 s.
+    resident = [role for role in roles if role not in ("keeper", "runner", "tmux-save")]
     assert resident == ["jupyter", "supervisord"], \
         f"expected supervisord and Jupyter (and the programs started on demand) as the only Pythons: {pythons}"
     assert api(stack.base_url, stack.token(), "/api/status")["started"]
