@@ -43,6 +43,8 @@ def test_a_failed_command_fails_its_wait_by_name(script, capsys):
         job.wait()
     out = capsys.readouterr().out
     assert "no mirror" in out and out.rstrip().endswith("base image: failed"), out
+    job.stop(interrupt=False)  # as scripts/test's last step does: what was shown is not shown again
+    assert capsys.readouterr().out == ""
 
 
 CLEANS_UP = """
