@@ -33,6 +33,7 @@ from stack import (
     build_test_image,
     image_exists,
     owned_folder,
+    remove_test_image,
 )
 from xdist.scheduler import LoadFileScheduling
 
@@ -99,7 +100,7 @@ BUILT = "test-image.built"
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The run's test image goes once every worker is done with it, if this run built it."""
     if is_controller(session.config) and (session.config._tmp_path_factory.getbasetemp() / BUILT).exists():
-        subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
+        remove_test_image()
 
 
 @pytest.fixture

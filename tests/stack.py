@@ -318,12 +318,17 @@ def build_test_image() -> None:
         builder.compose("build", timeout=1800)
 
 
+def remove_test_image() -> None:
+    """Remove TEST_IMAGE (by its builder, once the run is done with it)."""
+    subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["build"]:
         began = time.monotonic()
         build_test_image()
         print(f"built {TEST_IMAGE} in {time.monotonic() - began:.0f} s")
     elif sys.argv[1:] == ["remove"]:
-        subprocess.run(["docker", "image", "rm", "--force", TEST_IMAGE], capture_output=True)
+        remove_test_image()
     else:
         sys.exit("usage: python tests/stack.py build|remove  (the image of the run PNTEST_RUN_ID names)")
