@@ -3,7 +3,8 @@
 Everything a run makes carries a unique name (image tag, compose projects) and is removed at the end. Under
 pytest-xdist (scripts/test runs the suite on several workers, `--dist loadfile`: a module's tests, which may share a
 stack of their own, run on one worker) the image is built once for all workers, each worker has a main stack of its
-own, and the two hub modules run one after the other on one worker (GROUPS, hub_turn).
+own, and the longest modules are handed out first, the two hub modules one after the other on one worker
+(tests/schedule.py, hub_turn).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from kernelclient import shutdown_kernel, start_kernel
+from schedule import pytest_xdist_make_scheduler  # noqa: F401  (a hook: pytest finds it here)
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -35,7 +37,6 @@ from stack import (
     owned_folder,
     remove_test_image,
 )
-from xdist.scheduler import LoadFileScheduling
 
 
 @pytest.fixture(scope="session")
@@ -181,43 +182,10 @@ def stack(docker_services, main_stack_config) -> Stack:
     return main_stack_config
 
 
-# The modules that take longest (their tests' time summed, from a run's --durations), longest first: handed to the
-# workers first (scripts/test: --no-loadscope-reorder), so that none starts late and holds up the end of the run.
-LONGEST_FIRST = ("test_hub.py", "test_runs.py", "test_damage.py", "test_benchmark.py", "test_survival.py",
-                 "test_away.py", "test_kernel_restore.py", "test_environments.py", "test_browser.py",
-                 "test_restarts.py", "test_every_line.py", "test_hub_swarm.py", "test_hardening.py")
-
-
-# Modules that run one after the other on one worker, in the order of collection (pytest_xdist_make_scheduler): the
-# two hubs share their images and must not run at once (hub_turn), and a worker waiting for the other's turn stood idle.
-GROUPS = {"test_hub.py": "hub", "test_hub_swarm.py": "hub"}
-
-
-class ModulesAndGroups(LoadFileScheduling):
-    """`--dist loadfile` (a module's tests, which may share a stack, on one worker), with GROUPS' modules as one."""
-
-    def _split_scope(self, nodeid: str) -> str:
-        module = super()._split_scope(nodeid)
-        return GROUPS.get(Path(module).name, module)
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """Under `--dist loadfile` (scripts/test), ModulesAndGroups. (pytest-xdist's own `loadgroup` marks tests by
-    rewriting their node ids, which pytest 9 no longer reads.)"""
-    return ModulesAndGroups(config, log) if config.getvalue("dist") == "loadfile" else None
-
-
 def pytest_collection_modifyitems(config, items) -> None:
-    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds; on workers,
-    then the modules that take longest."""
-    workers = config.getoption("dist", "no") != "no"
-
-    def rank(item) -> tuple[int, int]:
-        if "unit" in item.path.parent.parts[-1:]:
-            return (0, 0)
-        name = item.path.name
-        return (1, LONGEST_FIRST.index(name) if workers and name in LONGEST_FIRST else len(LONGEST_FIRST))
-    items.sort(key=rank)
+    """The unit layer (tests/unit, no Docker) runs first, so that a mistake there fails in seconds. (On workers,
+    the order of the modules is the scheduler's: tests/schedule.py.)"""
+    items.sort(key=lambda item: "unit" not in item.path.parent.parts[-1:])
 
 
 @contextlib.contextmanager
