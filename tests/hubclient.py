@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,6 +178,11 @@ def api_times_during_logins(hub: Hub, logins: int) -> list[float]:
     return times
 
 
+def build_images() -> None:
+    """The hub's images (the hub's own and its users' base), as every test's hub builds them."""
+    Hub("pntest-hub-images", 0, Path(tempfile.gettempdir())).compose("build", timeout=1800)
+
+
 def remove_everything_of(project: str) -> None:
     """Users' services (on a swarm), containers and volumes of the hub `project`."""
     client, label = docker_client(), {"label": f"persistent-notebooks.hub={project}"}
@@ -195,7 +202,7 @@ def running_hub(project: str, workspaces: Path, swarm: bool = False):
     its containers, network and volumes, users' containers (or services) and volumes, users' images."""
     hub = Hub(project, free_port(), workspaces, swarm)
     remove_everything_of(project)
-    hub.compose("build")
+    hub.compose("build")  # from the cache where scripts/test built them during its set-up (build_images)
     try:
         hub.compose("up", "-d")
         hub.wait_up()
@@ -209,3 +216,11 @@ def running_hub(project: str, workspaces: Path, swarm: bool = False):
             with contextlib.suppress(docker.errors.APIError):  # another hub's, still in use
                 client.images.remove(image.id, force=True)
         shutil.rmtree(workspaces, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["build"]:
+        sys.exit("usage: python tests/hubclient.py build  (the hub's images, for the hub tests to find in the cache)")
+    began = time.monotonic()
+    build_images()
+    print(f"built the hub's images in {time.monotonic() - began:.0f} s")

@@ -17,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import xmlrpc.client
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -26,9 +28,36 @@ COMPOSE_FILE = REPO / "compose.yaml"
 SERVICE = "notebooks"
 SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
 HEALTHCHECK = "/usr/local/lib/persistent-notebooks/healthcheck"  # what Docker's healthcheck runs
+# supervisord's process table from its XML-RPC socket, asked by the container's python3 with nothing but `socket`
+# imported (a fraction of supervisorctl's start-up, and the tests poll the table hundreds of times a run); the reply
+# is read here. argv[1]: the socket, argv[2]: the call.
+PROCESS_TABLE_CALL = r"""
+import socket, sys
+body = sys.argv[2].encode()
+with socket.socket(socket.AF_UNIX) as server:
+    server.connect(sys.argv[1])
+    server.sendall(b"POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    reply = b"".join(iter(lambda: server.recv(65536), b""))
+status, _, rest = reply.partition(b"\r\n")
+if b" 200 " not in status:
+    sys.exit(status.decode())
+sys.stdout.write(rest.partition(b"\r\n\r\n")[2].decode())
+"""
+
+
+@dataclass(frozen=True)
+class Program:
+    """One program of supervisord's process table: its state, pid (0 when not running), seconds since its start."""
+    state: str
+    pid: int
+    uptime: float
 # Programs supervisord starts on demand (not with the container): STOPPED or EXITED is their rest.
 sys.path.insert(0, str(REPO / "container"))
-from persistent_notebooks.programs import ON_DEMAND, WHEN_IDLE  # noqa: E402, F401  (WHEN_IDLE: for tests)
+from persistent_notebooks.programs import (  # noqa: E402
+    ON_DEMAND,
+    SUPERVISOR_SOCKET,
+    WHEN_IDLE,  # noqa: F401  (for tests)
+)
 
 # The variables of .env (settings.SETTINGS declares them); a stack gets exactly the ones it is given (no user .env).
 from persistent_notebooks.settings import SETTINGS  # noqa: E402
@@ -265,26 +294,33 @@ class Stack:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the keeper's last status of the kernel: {seen}") from None
 
+    def process_table(self) -> dict[str, Program]:
+        """supervisord's programs by name (as supervisorctl names them); empty while supervisord does not answer."""
+        call = xmlrpc.client.dumps((), "supervisor.getAllProcessInfo")
+        result = self.exec("python3", "-I", "-S", "-c", PROCESS_TABLE_CALL, SUPERVISOR_SOCKET, call, check=False)
+        try:
+            infos = xmlrpc.client.loads(result.stdout)[0][0] if result.returncode == 0 else []
+        except (xmlrpc.client.Fault, xmlrpc.client.ResponseError):  # supervisord shutting down, say
+            infos = []
+        return {(info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"):
+                Program(info["statename"], info["pid"],
+                        info["now"] - info["start"] if info["statename"] == "RUNNING" else 0)
+                for info in infos}
+
     def programs(self) -> dict[str, str]:
-        """supervisord's state of each program (`supervisorctl status` exits non-zero while one rests)."""
-        out = self.exec(*SUPERVISORCTL, "status", check=False).stdout
-        return {line.split()[0]: line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
+        """supervisord's state of each program."""
+        return {name: program.state for name, program in self.process_table().items()}
 
     def settled(self, past: float = 4) -> bool:
         """Every program, but those started on demand, RUNNING for `past` seconds (beyond every startsecs,
         so a kill now is a crash, not a failed start)."""
-        out = self.exec(*SUPERVISORCTL, "status", check=False).stdout
-        rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] not in ON_DEMAND]
-
-        def uptime(row: list[str]) -> float:  # "pid 12, uptime 0:18:05" (or "uptime 2 days, 0:18:05")
-            if "uptime" not in row:
-                return 0
-            h, m, sec = row[-1].split(":")
-            return int(h) * 3600 + int(m) * 60 + int(sec) + (86400 if "day" in " ".join(row) else 0)
-        return bool(rows) and all(r[1] == "RUNNING" and uptime(r) >= past for r in rows)
+        table = [program for name, program in self.process_table().items() if name not in ON_DEMAND]
+        return bool(table) and all(p.state == "RUNNING" and p.uptime >= past for p in table)
 
     def program_pid(self, program: str) -> int:
-        return int(self.exec(*SUPERVISORCTL, "pid", program, check=False).stdout.strip() or 0)
+        """The program's pid, 0 when it does not run (or supervisord does not answer)."""
+        found = self.process_table().get(program)
+        return found.pid if found else 0
 
     def kill_jupyter(self, how: str = "kill -9") -> None:
         """End the Jupyter server (kill -9, or supervisorctl restart) and wait for supervisord's new one."""

@@ -318,7 +318,6 @@ def test_the_keeper_runs_only_while_kernels_do(stack: Stack):
         stack.exec("kill", pid, check=False)
 
 
-@pytest.mark.alone  # the notice is awaited for a bounded time
 def test_a_killed_keeper_tells_the_next_client_what_was_lost(stack: Stack):
     """Output kept while away and lost with a kill -9 of the keeper should be announced to the next client."""
     token = stack.token()
@@ -330,7 +329,7 @@ def test_a_killed_keeper_tells_the_next_client_what_was_lost(stack: Stack):
     wait_for(lambda: stack.program_pid("kernel-keeper") not in (0, keeper), 30, "a new keeper")
     wait_for(lambda: kernel_id in stack.keeper_status(), 30, "the new keeper to follow the kernel")
     text = ""
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a loaded machine (the suite's workers) took 15 s and more
     with KernelConnection(stack.base_url, token, kernel_id) as client:
         while "the kernel keeper was restarted" not in text and time.monotonic() < deadline:
             out = client.follow(msg_id, seconds=1)

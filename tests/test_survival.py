@@ -6,7 +6,6 @@ by waiting until that stack is healthy again.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -261,10 +260,9 @@ def test_session_comes_back_after_tmux_server_is_killed(live: Stack):
 def test_jupyter_restarts_after_being_killed(live: Stack):
     """Jupyter killed inside the container should be restarted by supervisord, with the same token."""
     token = live.token()
-    before = json.loads(live.exec(*SUPERVISORCTL, "pid", "jupyter").stdout or "0")
+    before = live.program_pid("jupyter")
     live.exec("kill", "-KILL", str(before))
-    wait_for(lambda: int(live.exec(*SUPERVISORCTL, "pid", "jupyter", check=False).stdout.strip() or 0)
-             not in (0, before), 30, "supervisord to start a new Jupyter process")
+    wait_for(lambda: live.program_pid("jupyter") not in (0, before), 30, "supervisord to start a new Jupyter process")
     live.wait_api(token, 60)
     assert live.token() == token
     assert live.api_status("wrong-" + token) in (401, 403)
