@@ -8,8 +8,8 @@
 # JupyterHub user's image (hub/compose.yaml builds it; the hub adds each user's uid on top).
 ARG BASE_IMAGE=debian:trixie-slim
 
-# What goes into the image as it is, gathered in a stage of its own to land in one layer (COPY --from below): the
-# engine walks the whole image for each layer it stores on a storage driver without a native diff (fuse-overlayfs).
+# What goes into the image as it is, gathered in a stage of its own: the project's step below copies it in, so that
+# it costs no layer of its own (see that step).
 FROM scratch AS files
 COPY supervisord.conf /etc/persistent-notebooks/supervisord.conf
 COPY --chmod=0755 container/healthcheck /usr/local/lib/persistent-notebooks/healthcheck
@@ -31,20 +31,21 @@ FROM ${BASE_IMAGE} AS runtime
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# apt-install: apt-get install without recommends, trusting the build secret `ca_bundle` (the host's
-# CA bundle, CA_BUNDLE, for TLS-intercepting proxies; a secret, so it lands in no layer).
-# /workspace is WORKDIR below (add-notebook-user gives it to the notebook user).
-COPY --chmod=0755 container/apt-install /usr/local/sbin/apt-install
+# Each layer a step stores costs the engine a walk of the whole image on a storage driver without a native diff
+# (fuse-overlayfs), so the steps are few, grouped by how often they change: the system (Debian's packages and
+# supervisord), the notebook venv, then this project's own (its package, its files, the extras).
+#
+# The system. apt-install: apt-get install without recommends, trusting the build secret `ca_bundle` (the host's CA
+# bundle, CA_BUNDLE, for TLS-intercepting proxies; a secret, so it lands in no layer). supervisord in a venv of its
+# own, its version pinned in container/requirements-supervisor.txt. (Files the build only reads are mounted rather
+# than copied.) /workspace is WORKDIR below (add-notebook-user gives it to the notebook user).
 RUN --mount=type=secret,id=ca_bundle,required=false \
-    apt-install ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
-    && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }' \
-    && mkdir /workspace
-
-# supervisord in a venv of its own, its version pinned in container/requirements-supervisor.txt. (Files the
-# build only reads are mounted rather than copied: a copy is a layer.)
-RUN --mount=type=secret,id=ca_bundle,required=false \
+    --mount=type=bind,source=container/apt-install,target=/tmp/apt-install \
     --mount=type=bind,source=container/requirements-supervisor.txt,target=/tmp/requirements-supervisor.txt \
-    python3 -m venv /opt/supervisor \
+    /tmp/apt-install ca-certificates git less openssh-client passwd procps python3 python3-venv tini tmux \
+    && tmux -V | awk '{ split($2, v, "."); if (v[1] + 0 < 3 || (v[1] + 0 == 3 && v[2] + 0 < 2)) { print "tmux 3.2+ needed for -D/-N, got " $0; exit 1 } }' \
+    && mkdir /workspace \
+    && python3 -m venv /opt/supervisor \
     && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && /opt/supervisor/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         -r /tmp/requirements-supervisor.txt \
@@ -65,16 +66,26 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && UV_LINK_MODE=copy /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-cache --no-deps \
         --compile-bytecode -r /tmp/requirements.txt
 
-# The container-side package (persistent_notebooks: one subpackage per process, see its __init__),
-# with its entry points: jupyter_client finds the kernel provisioner by one, and `notebookctl` is
-# another. Installed into the notebook venv and, for the watchdog that runs inside supervisord, into
-# supervisord's venv too (it needs nothing but the standard library there). Its build backend is
-# pinned in container/pyproject.toml.
-# The kernel library (kernel-lib): dill and the package again, for every kernel's Python (environments
-# included) to save and load its variables; pure Python, imported by /etc/ipython/kernel_state.py.
+# This project's own, in one step. Its files as they are (the files stage, mounted on folders the base image has
+# empty, /srv and /mnt, so that no mount point is left behind). The container-side package
+# (persistent_notebooks: one subpackage per process, see its __init__), with its entry points: jupyter_client finds
+# the kernel provisioner by one, and `notebookctl` is another; installed into the notebook venv and, for the watchdog
+# that runs inside supervisord, into supervisord's venv too (it needs nothing but the standard library there). Its
+# build backend is pinned in container/pyproject.toml. The kernel library (kernel-lib): dill and the package again,
+# for every kernel's Python (environments included) to save and load its variables; pure Python, imported by
+# /etc/ipython/kernel_state.py.
+# Then what extends the image without editing it (build arguments, set in .env, then `docker compose up -d --build`):
+# Debian packages, and a requirements file at the top of the checkout installed into the notebook environment, our
+# pins kept as constraints. After the slow steps, so that changing either rebuilds only this one.
+ARG EXTRA_APT_PACKAGES=""
+ARG EXTRA_PIP_REQUIREMENTS=""
+# hadolint ignore=SC2086
 RUN --mount=type=secret,id=ca_bundle,required=false \
     --mount=type=bind,source=container,target=/mnt \
-    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    --mount=type=bind,from=files,target=/srv \
+    --mount=type=bind,from=extra-requirements,source=/extra-requirements.txt,target=/tmp/extra-requirements.txt \
+    cp -R --preserve=mode /srv/. / \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && /opt/venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /tmp/wheel /mnt \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /tmp/wheel/*.whl \
     && /opt/venv/bin/pip --python /opt/supervisor/bin/python install --no-cache-dir --disable-pip-version-check \
@@ -83,29 +94,12 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         --target /opt/persistent-notebooks/kernel-lib -r /mnt/requirements-kernel.txt /tmp/wheel/*.whl \
     && ln -s /opt/venv/bin/notebookctl /usr/local/bin/notebookctl \
-    && rm -rf /tmp/wheel
-
-# Extending the image without editing it (build arguments, set in .env, then
-# `docker compose up -d --build`): Debian packages, and a requirements file at the top of the
-# checkout installed into the notebook environment, our pins kept as constraints. Here, after the
-# slow layers, so that changing either rebuilds only what follows.
-ARG EXTRA_APT_PACKAGES=""
-ARG EXTRA_PIP_REQUIREMENTS=""
-# hadolint ignore=SC2086
-RUN --mount=type=secret,id=ca_bundle,required=false \
-    --mount=type=bind,source=container/requirements.txt,target=/tmp/requirements.txt \
-    --mount=type=bind,source=container/requirements-uv.txt,target=/tmp/requirements-uv.txt \
-    --mount=type=bind,from=extra-requirements,source=/extra-requirements.txt,target=/tmp/extra-requirements.txt \
-    if [ -n "${EXTRA_APT_PACKAGES}" ]; then apt-install ${EXTRA_APT_PACKAGES}; fi \
+    && rm -rf /tmp/wheel \
+    && if [ -n "${EXTRA_APT_PACKAGES}" ]; then /mnt/apt-install ${EXTRA_APT_PACKAGES}; fi \
     && if [ -n "${EXTRA_PIP_REQUIREMENTS}" ]; then \
-        if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-        && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-            -c /tmp/requirements.txt -c /tmp/requirements-uv.txt -r /tmp/extra-requirements.txt; \
+        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+            -c /mnt/requirements.txt -c /mnt/requirements-uv.txt -r /tmp/extra-requirements.txt; \
     fi
-
-# (files is a scratch stage holding only what it lists, not a whole file system.)
-# hadolint ignore=DL3067
-COPY --from=files / /
 
 ENV PATH=/opt/venv/bin:$PATH \
     TMUX_TMPDIR=/var/lib/persistent-notebooks/tmux \

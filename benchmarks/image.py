@@ -27,8 +27,9 @@ def image_sizes(client: docker.DockerClient, image: str, base: str) -> dict:
               "project files and user": 0}
     for layer in own:
         created = layer.get("CreatedBy", "")
-        key = ("debian packages" if "apt-get" in created or "apt-install" in created else
-               "python venv" if "pip install" in created else "project files and user")
+        # The Dockerfile's steps: the system (Debian's packages, supervisord), the notebook venv (uv), the rest.
+        key = ("debian packages" if "apt-install ca-certificates" in created else
+               "python venv" if "uv pip install" in created else "project files and user")
         groups[key] += layer["Size"]
     total = client.images.get(image).attrs["Size"]
     return {"total_mb": total / 1e6, **{f"{k}_mb": v / 1e6 for k, v in groups.items()}}
