@@ -7,10 +7,12 @@ import dataclasses
 import json
 import sys
 
-from .. import environments as envs
 from .. import settings
 from ..state import runs as records
-from . import kernels, runs
+from . import runs
+
+# `env` and `kernels` import what they need (the environments' search, psutil, Jupyter's API) when they run, so
+# that `run` and `runs`, which scripts and polls call again and again, start without it.
 
 ENV_HELP = """\
 Python environments as kernels.
@@ -43,6 +45,9 @@ Which kernel holds the RAM, and what of it is saved.
 
 
 def env_main(argv: list[str]) -> int:
+    from .. import environments as envs
+    from . import kernels
+
     parser = argparse.ArgumentParser(prog="notebookctl env", description=ENV_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +84,8 @@ def env_main(argv: list[str]) -> int:
 
 
 def kernels_main(argv: list[str]) -> int:
+    from . import kernels
+
     parser = argparse.ArgumentParser(prog="notebookctl kernels", description=KERNELS_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="machine-readable (bytes, seconds)")
@@ -212,10 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return commands[argv[0]](argv[1:])
-    except (envs.EnvError, kernels.UsageError, runs.RunsError) as exc:
-        print(f"notebookctl {argv[0]}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from .. import environments as envs
+        from . import kernels
+
+        if not isinstance(exc, (envs.EnvError, kernels.UsageError, runs.RunsError)):
+            raise
+        print(f"notebookctl {argv[0]}: error: {exc}", file=sys.stderr)
+        return 1
 
 
