@@ -106,12 +106,13 @@ import subprocess, os, time
 pid = subprocess.run(["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf", "pid", "jupyter"],
                      capture_output=True, text=True).stdout
 os.kill(int(pid), 9)
-print(time.time())
+print(time.monotonic())
 """
 
 
 def kernels_answering_since(killed_at: float, base_url: str, token: str, kernel_ids: list[str]) -> float:
-    """Seconds from killed_at (time.time()) to every kernel answering an execute again (same ids)."""
+    """Seconds from killed_at (time.monotonic() in the container: the host's clock too, never stepped back) to every
+    kernel answering an execute again (same ids)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def answer(kernel_id: str) -> float:
@@ -119,7 +120,7 @@ def kernels_answering_since(killed_at: float, base_url: str, token: str, kernel_
             try:
                 with KernelConnection(base_url, token, kernel_id, timeout=10) as connection:
                     if connection.execute("1")["result"] == "1":
-                        return time.time()
+                        return time.monotonic()
             except Exception:  # noqa: BLE001 - the server is not back yet
                 time.sleep(0.02)
 

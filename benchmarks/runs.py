@@ -56,9 +56,11 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
             for _ in range(cells):
                 kernel.execute("x = 1")
             websocket.append((time.monotonic() - started) / cells)
-    # From a line printed in a long cell to the file holding it (read on the host, as an editor would).
+    # From a line printed in a long cell to the file holding it (read on the host, as an editor would). The kernel
+    # prints CLOCK_MONOTONIC, which a container shares with the host (no time namespace) and which no step of the
+    # wall clock moves back (one such step made this figure negative).
     write_notebook(workspace, "bench-latency.ipynb", [
-        "import time\nprint(repr(time.time()), flush=True)\ntime.sleep(3)"] * runs)
+        "import time\nprint(repr(time.monotonic()), flush=True)\ntime.sleep(3)"] * runs)
     out = stack.exec("notebookctl", "run", "bench-latency.ipynb").stdout
     run_id = out.split()[1].rstrip(":")
     latency, seen = [], set()
@@ -68,7 +70,7 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
             nb = json.loads((workspace / "bench-latency.ipynb").read_text())
         except ValueError:
             raise AssertionError("the notebook was read half-written") from None
-        now = time.time()
+        now = time.monotonic()
         for c in nb["cells"]:
             for o in c["outputs"]:
                 stamp = "".join(o.get("text", "")).strip()
