@@ -97,9 +97,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    """Poll condition() until it returns a truthy value; fail after timeout saying what was awaited."""
+def wait_for(condition, timeout: float, what: str, interval: float | None = None):
+    """Poll condition() until it returns a truthy value; fail after timeout saying what was awaited. Every `interval`
+    seconds if given (a time measured); else from 0.1 s, half as often again after each miss, up to every 0.5 s: most
+    conditions cost a `docker exec` and a Python in the container, and polled every 0.1 s through a long wait they
+    kept a core busy."""
     deadline = time.monotonic() + timeout
+    pause = 0.1 if interval is None else interval
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
@@ -108,7 +112,9 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
                 return value
         except Exception as exc:  # noqa: BLE001 - the condition is not met yet; report the last error
             last_error = exc
-        time.sleep(interval)
+        time.sleep(pause)
+        if interval is None:
+            pause = min(pause * 1.5, 0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
                          + (f" (last error: {last_error})" if last_error else ""))
 
@@ -236,7 +242,7 @@ class Stack:
                 return False
             return self.check_health()[0]
         try:
-            wait_for(healthy, timeout, f"{self.project} to be healthy", interval=0.25)
+            wait_for(healthy, timeout, f"{self.project} to be healthy")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nlogs:\n{self.logs()[-3000:]}") from None
 
@@ -250,7 +256,7 @@ class Stack:
             result = self.exec("notebookctl", "token", check=False)
             assert "No token yet" in result.stderr or result.returncode == 0, result.stderr
             return result.stdout.strip()
-        return wait_for(written, 30, "the container's start to write the token", interval=0.25)
+        return wait_for(written, 30, "the container's start to write the token")
 
     def run_script(self, name: str, *args: str) -> subprocess.CompletedProcess:
         """Run a host helper from scripts/ on this stack, as a user would (no terminal)."""
