@@ -28,6 +28,19 @@ COMPOSE_FILE = REPO / "compose.yaml"
 SERVICE = "notebooks"
 SUPERVISORCTL = ["supervisorctl", "-c", "/etc/persistent-notebooks/supervisord.conf"]
 HEALTHCHECK = "/usr/local/lib/persistent-notebooks/healthcheck"  # what Docker's healthcheck runs
+# Programs supervisord starts on demand (not with the container): STOPPED or EXITED is their rest.
+sys.path.insert(0, str(REPO / "container"))
+from persistent_notebooks.programs import (  # noqa: E402
+    ON_DEMAND,
+    SUPERVISOR_SOCKET,
+    WHEN_IDLE,  # noqa: F401  (for tests)
+)
+
+# The variables of .env (settings.SETTINGS declares them); a stack gets exactly the ones it is given (no user .env).
+from persistent_notebooks.settings import SETTINGS  # noqa: E402
+
+STACK_VARIABLES = tuple(setting.name for setting in SETTINGS)
+
 # supervisord's process table from its XML-RPC socket, asked by the container's python3 with nothing but `socket`
 # imported (a fraction of supervisorctl's start-up, and the tests poll the table hundreds of times a run); the reply
 # is read here. argv[1]: the socket, argv[2]: the call.
@@ -51,18 +64,7 @@ class Program:
     state: str
     pid: int
     uptime: float
-# Programs supervisord starts on demand (not with the container): STOPPED or EXITED is their rest.
-sys.path.insert(0, str(REPO / "container"))
-from persistent_notebooks.programs import (  # noqa: E402
-    ON_DEMAND,
-    SUPERVISOR_SOCKET,
-    WHEN_IDLE,  # noqa: F401  (for tests)
-)
 
-# The variables of .env (settings.SETTINGS declares them); a stack gets exactly the ones it is given (no user .env).
-from persistent_notebooks.settings import SETTINGS  # noqa: E402
-
-STACK_VARIABLES = tuple(setting.name for setting in SETTINGS)
 
 # One id for the run, the same in every pytest process (workers, and scripts/test's phases: they inherit it).
 RUN_ID = os.environ.setdefault("PNTEST_RUN_ID", uuid.uuid4().hex[:8])
