@@ -57,8 +57,8 @@ def runs_figures(stack: Stack, token: str, workspace: Path, runs: int, seconds: 
                 kernel.execute("x = 1")
             websocket.append((time.monotonic() - started) / cells)
     # From a line printed in a long cell to the file holding it (read on the host, as an editor would). The kernel
-    # prints CLOCK_MONOTONIC, which a container shares with the host (no time namespace) and which no step of the
-    # wall clock moves back (one such step made this figure negative).
+    # prints CLOCK_MONOTONIC, which a container shares with the host (no time namespace) and which no adjustment of
+    # the wall clock moves.
     write_notebook(workspace, "bench-latency.ipynb", [
         "import time\nprint(repr(time.monotonic()), flush=True)\ntime.sleep(3)"] * runs)
     out = stack.exec("notebookctl", "run", "bench-latency.ipynb").stdout

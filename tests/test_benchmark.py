@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -47,7 +48,9 @@ def test_benchmark_quick_mode_reports_every_figure(test_image, tmp_path):
     assert figures["image"]["debian packages_mb"] > 0
     assert figures["env_create_s"]["cold"]["median"] > 0 and figures["env_create_s"]["warm"]["median"] > 0
     assert figures["kernels_list"]["pss_mib"] >= 200 and figures["kernels_list"]["smaps_pss_mib"] >= 200
-    assert figures["runs"]["per_cell_s"]["median"] > 0 and figures["runs"]["output_to_file_s"]["median"] > 0
+    # per_cell_s is a difference (a run of 51 trivial cells less a run of one, over 50): --quick takes one of each,
+    # and on the suite's loaded machine the one-cell run came out the longer, twice.
+    assert math.isfinite(figures["runs"]["per_cell_s"]["median"]) and figures["runs"]["output_to_file_s"]["median"] > 0
     assert figures["runs"]["chatty"]["bytes_written"] > 0
     assert set(figures["runs"]["per_cell_by_size_s"]) == {"50", "500"}
     assert figures["runs"]["runner_peak_mib"]["peak"] > 0 and figures["runs"]["save_conflicts"]["saves"] == 100
