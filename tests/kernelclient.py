@@ -9,6 +9,7 @@ separate client process (tests/test_kernel_persistence.py runs two):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -96,12 +97,18 @@ class KernelConnection:
         self.protocol = protocol
         self.timeout = timeout
 
-    def send(self, msg: dict) -> None:
+    def _encode(self, msg: dict) -> bytes | str:
         if self.protocol == V1:
             parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
-            self.ws.send_binary(to_v1(msg["channel"], parts))
+            return to_v1(msg["channel"], parts)
+        return json.dumps(msg)
+
+    def send(self, msg: dict) -> None:
+        data = self._encode(msg)
+        if isinstance(data, bytes):
+            self.ws.send_binary(data)
         else:
-            self.ws.send(json.dumps(msg))
+            self.ws.send(data)
 
     def recv(self) -> dict:
         data = self.ws.recv()
@@ -127,19 +134,39 @@ class KernelConnection:
             except websocket.WebSocketTimeoutException:
                 break
 
-    def submit(self, code: str, cell_uri: str | None = None) -> str:
-        """Send an execute_request, as an editor runs a cell; return its msg_id. With cell_uri, the request's
-        metadata names the cell as VSCode's does (cellExecution.ts: metadata.cellId, the cell's URI)."""
-        msg_id = uuid.uuid4().hex
-        self.send({
-            "header": {"msg_id": msg_id, "username": "kernelclient", "session": self.session,
+    def execute_request(self, code: str, cell_uri: str | None = None) -> dict:
+        """An execute_request, as an editor runs a cell. With cell_uri, its metadata names the cell as VSCode's
+        does (cellExecution.ts: metadata.cellId, the cell's URI) or JupyterLab's (the cell's id)."""
+        return {
+            "header": {"msg_id": uuid.uuid4().hex, "username": "kernelclient", "session": self.session,
                        "msg_type": "execute_request", "version": "5.3",
                        "date": datetime.now(UTC).isoformat()},
             "parent_header": {}, "metadata": {"cellId": cell_uri} if cell_uri else {}, "channel": "shell",
             "buffers": [], "content": {"code": code, "silent": False, "store_history": True,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-        })
-        return msg_id
+        }
+
+    def submit(self, code: str, cell_uri: str | None = None) -> str:
+        """Send an execute_request (execute_request()); return its msg_id."""
+        msg = self.execute_request(code, cell_uri)
+        self.send(msg)
+        return msg["header"]["msg_id"]
+
+    def submit_and_leave(self, cells: list[tuple[str, str | None]]) -> list[str]:
+        """Send execute requests for (code, cell_uri) and the websocket's close in one write, as a window closed
+        right after Run All sends them (the server reads them all at once), and leave; return their msg_ids."""
+        msgs = [self.execute_request(code, uri) for code, uri in cells]
+        frames = [websocket.ABNF.create_frame(self._encode(msg), opcode).format()
+                  for msg in msgs for opcode in [websocket.ABNF.OPCODE_BINARY if self.protocol == V1
+                                                  else websocket.ABNF.OPCODE_TEXT]]
+        close = websocket.ABNF.create_frame(websocket.STATUS_NORMAL.to_bytes(2, "big"), websocket.ABNF.OPCODE_CLOSE)
+        self.ws.sock.sendall(b"".join(frames) + close.format())
+        self.ws.settimeout(10)
+        with contextlib.suppress(websocket.WebSocketException, OSError):  # read to the server's close, as a page does
+            while self.ws.recv_data_frame(control_frame=True)[0] != websocket.ABNF.OPCODE_CLOSE:
+                pass
+        self.ws.shutdown()
+        return [msg["header"]["msg_id"] for msg in msgs]
 
     def follow(self, msg_id: str, seconds: float | None = None) -> dict:
         """Collect the IOPub output of cell msg_id, as VSCode follows its last cell after a reload.

@@ -65,6 +65,21 @@ def test_same_session_reconnecting_misses_nothing(stack: Stack, kernel: str):
     assert across_a_drop(numbers(seen["stdout"]), numbers(later["stdout"])) == list(range(LINES)), later["stdout"]
 
 
+def test_cells_sent_as_the_client_leaves_all_run(stack: Stack, kernel: str):
+    """Cells an editor sends as it closes (Run All and the window shut at once: the server reads the requests and
+    the websocket's close together) should all reach the kernel and run, their output kept for the next client."""
+    token = stack.token()
+    leaving = KernelConnection(stack.base_url, token, kernel)
+    uri = "vscode-notebook-cell://ssh-remote%2Bworkstation/workspace/leave.ipynb#W{}sZmlsZQ%3D%3D"
+    sent = leaving.submit_and_leave([(f"ran = globals().get('ran', []) + [{i}]\nprint('cell', {i})", uri.format(i))
+                                     for i in range(3)])
+    with KernelConnection(stack.base_url, token, kernel) as b:
+        last = b.follow(sent[-1], seconds=30)
+        ran = b.execute("print(globals().get('ran'))")["stdout"]
+    assert ran == "[0, 1, 2]\n", f"the cells that ran: {ran!r}"
+    assert last["idle"] and last["stdout"] == "cell 2\n", f"the next client got {last['messages']}"
+
+
 def test_nothing_kept_while_another_client_stays(stack: Stack, kernel: str):
     """With a second client connected, it should see everything once, and the keeper keep nothing."""
     token = stack.token()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import own_stack
-from kernelclient import KernelConnection, api
+from kernelclient import V1, KernelConnection, api
 from stack import TEST_GID, TEST_UID, Stack, wait_for
 
 # A 2x2 red PNG, as a kernel displays it (IPython.display.Image).
@@ -685,6 +685,27 @@ def test_jupyterlabs_queued_cells_run_on_after_a_container_restart(stack: Stack)
     assert text_of(cells[2]) == "43\n", "the queued cell runs as sent, with the variables of the cells before"
     assert nbfile_source(cells[2]) == "print(first + 3)", "the file keeps the code that ran beside its output"
     validate_in_container(stack, path)
+
+
+def test_jupyterlabs_cells_sent_as_the_page_closes_all_land_in_the_file(stack: Stack):
+    """JupyterLab's Run All and the tab closed at once (the binary protocol; the server reads the cells and the
+    websocket's close together, while the first cell waits for the runner to follow it): every cell runs, and its
+    output lands in the file."""
+    token = stack.token()
+    path = write_notebook(stack, "lab-leave.ipynb", [cell("x = 40\nprint('one')"), cell("print(x + 2)"),
+                                                     cell("print('three')")])
+    session = api(stack.base_url, token, "/api/sessions", "POST", {
+        "path": path.name, "type": "notebook", "name": path.name, "kernel": {"name": "python3"}})
+    try:
+        page = KernelConnection(stack.base_url, token, session["kernel"]["id"], protocol=V1)
+        page.submit_and_leave([(nbfile_source(c), c["id"]) for c in read(path)["cells"]])
+        try:
+            wait_for(lambda: [text_of(c) for c in read(path)["cells"]] == ["one\n", "42\n", "three\n"], 60,
+                     "every cell's output in the file")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the file holds {[text_of(c) for c in read(path)['cells']]}") from None
+    finally:
+        api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
 
 
 def nbfile_source(c: dict) -> str:

@@ -11,7 +11,8 @@ but never read (it dropped meanwhile) goes to the next one.
 
 Stream output, live and kept, is coalesced (coalesce.py) instead of dropped past a rate. And the
 kernel info a new connection waits for is asked on the control channel too, where a busy kernel
-answers at once: a kernel adopted after a crash is reachable while its cell runs.
+answers at once: a kernel adopted after a crash is reachable while its cell runs. And what a client sent just
+before it closed reaches the kernel before its channels close (Jupyter would drop it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import json
 import time
 
+import zmq
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.ioloop import IOLoop
@@ -65,13 +67,21 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
     _pong_hooked = False
     _coalescer: Coalescer | None = None
     _connected_at = 0.0  # time.time() before this connection subscribed to the kernel's IOPub
+    _subprotocol: str | None = None
     # Sent from the keeper, and maybe still to come on the live stream: skipped there (each once).
     # The keeper may have joined the kernel's output later than this connection (after a restart),
     # so the overlap can start after live-only messages: the set is kept until emptied, or for
     # REPLAYED_FOR seconds.
     _replayed: set | None = None
 
+    @property
+    def subprotocol(self):
+        """Jupyter's, as negotiated at connect: kept once the websocket has closed, for the messages still held
+        behind a cell (Jupyter reads it from the websocket, which forgets it at its close)."""
+        return self._subprotocol or super().subprotocol
+
     def connect(self):
+        self._subprotocol = super().subprotocol
         self._connected_at = time.time()
         connected = super().connect()
         if connected is not None:
@@ -98,6 +108,7 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
 
     _counted = False
     _forwarding: list | None = None  # messages held, in order, behind a cell handed to the runner
+    _closing = False  # the websocket closed while messages were held: the channels close after them
 
     def handle_incoming_message(self, incoming_msg) -> None:
         """As Jupyter does, with two readings of an execute request that names its cell (metadata.cellId):
@@ -124,6 +135,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
         return super().handle_incoming_message(incoming_msg)
 
     async def _forward_held(self, cell) -> None:
+        """Hand each held message's cell to the runner, then send it on, in order; a close of the websocket
+        meanwhile waits for them (disconnect)."""
         try:
             while self._forwarding:
                 if cell is not None:
@@ -141,6 +154,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
                     super().handle_incoming_message(msg)
         finally:
             self._forwarding = None
+            if self._closing:
+                self.disconnect()
 
     def _cell_request(self, incoming_msg) -> tuple[dict, dict, dict] | None:
         """The header, metadata and content of an execute request that names its cell (metadata.cellId)."""
@@ -434,4 +449,28 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             self._ack_handle.cancel()
             self._ack_handle = None
         # Nothing more is acknowledged: what this client was sent after its last pong stays kept.
+        if self._forwarding is not None:  # cells the client sent before it left, still on their way to the kernel
+            self._closing = True
+            for stream in self.channels.values():  # nobody reads the replies now
+                if stream is not None and not stream.closed():
+                    stream.on_recv(None)
+            return None
+        self._closing = False
+        self._send_pending()
         return super().disconnect()
+
+    def _send_pending(self) -> None:
+        """Hand the ZMQ sockets what the client sent before it left: Jupyter queues each message on its ZMQ stream
+        until the loop's next turn, and closing the stream drops the queue. A client that sends cells and closes
+        at once (a window closed right after Run All; its frames read in one go) would lose them."""
+        for channel, stream in (self.channels or {}).items():
+            if stream is None or stream.closed() or not stream.sending():
+                continue
+            try:
+                stream.flush(zmq.POLLOUT)
+            except Exception:  # noqa: BLE001 - the close goes on
+                self.log.exception("Could not send the last messages of a client of kernel %s (%s)", self.kernel_id,
+                                   channel)
+            if stream.sending():
+                self.log.warning("A message a client sent to kernel %s on %s just before it left was not delivered",
+                                 self.kernel_id, channel)
