@@ -46,8 +46,8 @@ def replay_time(stack: Stack, token: str, lines: int) -> tuple[float, int]:
     kernel_id = ready_kernel(stack.base_url, token)
     with KernelConnection(stack.base_url, token, kernel_id) as away:
         msg_id = away.submit(f"import time\ntime.sleep(0.5)\nfor i in range({lines}):\n    print(i, flush=True)")
-        # Gone once the kernel has the cell (its first message), before it prints. (On a saturated machine, a cell
-        # sent 0.2 s before its client left once never reached the kernel: not what this measures.)
+        # Gone once the kernel has the cell (its first message), before it prints: this measures the replay. (A cell
+        # sent just as its client leaves reaches the kernel too: tests/test_away.py.)
         wait_for(lambda: away.follow(msg_id, seconds=0.2)["messages"], 120, "the cell to reach the kernel")
     stack.wait_kernel_idle(kernel_id, 300, msg_id)
     started = time.monotonic()
