@@ -708,6 +708,40 @@ def test_jupyterlabs_cells_sent_as_the_page_closes_all_land_in_the_file(stack: S
         api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
 
 
+def test_a_page_reopened_while_its_cell_waits_for_the_runner_gets_what_was_kept(stack: Stack):
+    """A page closed the moment after Run, its cell still waiting for the runner to follow it (here a runner stopped
+    for the while), and opened again at once: the new page should get, as any page alone on a kernel does, the
+    output kept while nobody was connected, then the new cell's own."""
+    token = stack.token()
+    path = write_notebook(stack, "lab-reopen.ipynb", [cell(wait_source("lab-reopen-go")), cell("print('after')")])
+    (stack.workspace / "lab-reopen-go").unlink(missing_ok=True)
+    session = api(stack.base_url, token, "/api/sessions", "POST", {
+        "path": path.name, "type": "notebook", "name": path.name, "kernel": {"name": "python3"}})
+    kernel_id = session["kernel"]["id"]
+    first, second = read(path)["cells"]
+    pid = 0
+    try:
+        with KernelConnection(stack.base_url, token, kernel_id, protocol=V1) as page:
+            waiting = page.submit(nbfile_source(first), first["id"])  # followed by the runner, started for it
+            wait_for(lambda: page.follow(waiting, seconds=0.5)["messages"], 30, "the first cell to reach the kernel")
+        touch(stack, "lab-reopen-go")  # it prints while no page is there: kept
+        stack.wait_kernel_idle(kernel_id, 60, waiting)
+        pid = stack.program_pid("notebook-runner")
+        stack.exec("kill", "-STOP", str(pid))
+        leaving = KernelConnection(stack.base_url, token, kernel_id, protocol=V1)
+        after = leaving.submit_and_leave([(nbfile_source(second), second["id"])])[0]
+        with KernelConnection(stack.base_url, token, kernel_id, protocol=V1) as again:
+            kept = again.follow(waiting, seconds=5)
+            stack.exec("kill", "-CONT", str(pid))
+            pid = 0
+            assert kept["stdout"] == "go\n" and kept["idle"], f"the reopened page got {kept['messages']}"
+            assert again.follow(after)["stdout"] == "after\n"
+    finally:
+        if pid:
+            stack.exec("kill", "-CONT", str(pid), check=False)
+        api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+
 def nbfile_source(c: dict) -> str:
     return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
 

@@ -51,6 +51,9 @@ BACKLOG_LIMIT = settings.away_buffer() + (16 << 20)  # NOTEBOOK_AWAY_BUFFER=0: n
 # connected now, with how many connections each: the kernel model's "clients" (server/kernels.py), which the
 # runner reads to know whether the page that sent cells is still there.
 CLIENTS: dict[str, dict[str, int]] = {}
+# kernel id -> connections whose websocket has closed but whose channels wait for held cells (disconnect): Jupyter
+# still counts them, the handover does not.
+CLOSING: dict[str, int] = {}
 
 
 class KeptOutputConnection(ZMQChannelsWebsocketConnection):
@@ -396,7 +399,8 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             self._go_live(sent)
 
     def _alone(self) -> bool:
-        return self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0) <= 1
+        connections = self.multi_kernel_manager._kernel_connections.get(self.kernel_id, 0)
+        return connections - CLOSING.get(self.kernel_id, 0) <= 1
 
     def _send_all(self, messages: list, sent: set) -> str | None:
         """Send kept messages (runs of stream messages merged) not sent yet; return the last msg_id sent."""
@@ -450,12 +454,20 @@ class KeptOutputConnection(ZMQChannelsWebsocketConnection):
             self._ack_handle = None
         # Nothing more is acknowledged: what this client was sent after its last pong stays kept.
         if self._forwarding is not None:  # cells the client sent before it left, still on their way to the kernel
-            self._closing = True
-            for stream in self.channels.values():  # nobody reads the replies now
+            if not self._closing:
+                self._closing = True
+                CLOSING[self.kernel_id] = CLOSING.get(self.kernel_id, 0) + 1
+            for name, stream in self.channels.items():  # nobody reads now
                 if stream is not None and not stream.closed():
                     stream.on_recv(None)
+                    if name == "iopub":
+                        stream.close()
             return None
-        self._closing = False
+        if self._closing:
+            self._closing = False
+            CLOSING[self.kernel_id] -= 1
+            if CLOSING[self.kernel_id] <= 0:
+                del CLOSING[self.kernel_id]
         self._send_pending()
         return super().disconnect()
 
