@@ -16,7 +16,7 @@ from selenium import webdriver
 from selenium.common.exceptions import ElementClickInterceptedException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from stack import Stack, wait_for
+from stack import SUPERVISORCTL, Stack, wait_for
 
 LONG_CELL = "import time\nfor i in range(1200):\n    print(i, flush=True)\n    time.sleep(0.5)"
 
@@ -207,6 +207,38 @@ def test_run_all_goes_on_with_the_browser_closed_and_lands_in_the_file(stack: St
             wait_for(lambda: "cell 5 ran" in cell_output(second, 4), 60, "the outputs in a new browser session")
             assert "cell 3 line 19" in cell_output(second, 2) and "cell 1 ran" in cell_output(second, 0)
             second.get("about:blank")
+    finally:
+        for session in api(stack.base_url, token, "/api/sessions"):
+            if session["path"] == name:
+                api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+        path.unlink(missing_ok=True)
+
+
+def test_run_all_with_the_browser_closed_at_once_runs_every_cell_into_the_file(stack: Stack, browsers, tmp_path):
+    """JupyterLab's Run All and the browser closed the moment after, the notebook runner not running (it starts on
+    demand and ends when idle): every cell runs, and its output lands in the file."""
+    token = stack.token()
+    name = "run-all-and-leave.ipynb"
+    path = stack.workspace / name
+    cells = [{"cell_type": "code", "id": f"leave-{i}", "metadata": {}, "source": f"print('cell {i} ran')",
+              "outputs": [], "execution_count": None} for i in range(4)]
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}, indent=1))
+    try:
+        page = browsers()
+        with screenshot_on_failure(page, tmp_path / "run-all-and-leave.png"):
+            page.get(stack.url().replace("/?token=", f"/lab/tree/{name}?reset&token="))
+            wait_for(lambda: len(css(page, ".jp-Notebook .jp-Cell")) == 4, 90, "the notebook's four cells")
+            wait_for(lambda: [s for s in api(stack.base_url, token, "/api/sessions") if s["path"] == name
+                              and s["kernel"]["execution_state"] == "idle"], 60, "the notebook's kernel, idle")
+            stack.exec(*SUPERVISORCTL, "stop", "notebook-runner", check=False)  # (not running: said, not an error)
+            run_menu(page, "Run All Cells")
+        page.quit()
+        try:
+            wait_for(lambda: [text.strip() for text in file_outputs(path)] == [f"cell {i} ran" for i in range(4)], 60,
+                     "every cell's output in the notebook file")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the file holds {file_outputs(path)}") from None
     finally:
         for session in api(stack.base_url, token, "/api/sessions"):
             if session["path"] == name:
