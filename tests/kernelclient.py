@@ -156,11 +156,11 @@ class KernelConnection:
         """Send execute requests for (code, cell_uri) and the websocket's close in one write, as a window closed
         right after Run All sends them (the server reads them all at once), and leave; return their msg_ids."""
         msgs = [self.execute_request(code, uri) for code, uri in cells]
-        frames = [websocket.ABNF.create_frame(self._encode(msg), opcode).format()
-                  for msg in msgs for opcode in [websocket.ABNF.OPCODE_BINARY if self.protocol == V1
-                                                  else websocket.ABNF.OPCODE_TEXT]]
-        close = websocket.ABNF.create_frame(websocket.STATUS_NORMAL.to_bytes(2, "big"), websocket.ABNF.OPCODE_CLOSE)
-        self.ws.sock.sendall(b"".join(frames) + close.format())
+        opcode = websocket.ABNF.OPCODE_BINARY if self.protocol == V1 else websocket.ABNF.OPCODE_TEXT
+        frames = [websocket.ABNF.create_frame(self._encode(msg), opcode) for msg in msgs]
+        frames.append(websocket.ABNF.create_frame(websocket.STATUS_NORMAL.to_bytes(2, "big"),
+                                                  websocket.ABNF.OPCODE_CLOSE))
+        self.ws.sock.sendall(b"".join(frame.format() for frame in frames))
         self.ws.settimeout(10)
         with contextlib.suppress(websocket.WebSocketException, OSError):  # read to the server's close, as a page does
             while self.ws.recv_data_frame(control_frame=True)[0] != websocket.ABNF.OPCODE_CLOSE:

@@ -148,6 +148,37 @@ def run_menu(driver, item: str) -> None:
     entry[0].click()
 
 
+def write_notebook(path, sources: list[str], prefix: str) -> str:
+    """A notebook of code cells (ids PREFIX-1, PREFIX-2, ...) for the python3 kernel, written as JupyterLab opens it;
+    its text."""
+    cells = [{"cell_type": "code", "id": f"{prefix}-{i}", "metadata": {}, "source": code, "outputs": [],
+              "execution_count": None} for i, code in enumerate(sources, 1)]
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}, indent=1))
+    return path.read_text()
+
+
+def notebook_url(stack: Stack, name: str) -> str:
+    """JupyterLab's URL of notebook NAME (?reset: this notebook alone, not the tabs an earlier test left in
+    JupyterLab's saved workspace)."""
+    return stack.url().replace("/?token=", f"/lab/tree/{name}?reset&token=")
+
+
+def open_notebook(driver, stack: Stack, token: str, name: str, cells: int) -> None:
+    """Open notebook NAME in JupyterLab and wait for its cells and its kernel, idle (before, Run All runs nothing)."""
+    driver.get(notebook_url(stack, name))
+    wait_for(lambda: len(css(driver, ".jp-Notebook .jp-Cell")) == cells, 90, f"the notebook's {cells} cells")
+    wait_for(lambda: [s for s in api(stack.base_url, token, "/api/sessions") if s["path"] == name
+                      and s["kernel"]["execution_state"] == "idle"], 60, "the notebook's kernel, idle")
+
+
+def end_sessions(stack: Stack, token: str, name: str) -> None:
+    """Shut down the sessions (and kernels) of notebook NAME."""
+    for session in api(stack.base_url, token, "/api/sessions"):
+        if session["path"] == name:
+            api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+
+
 def file_outputs(path) -> list[str]:
     """Each cell's output text, as the notebook file on disk holds it."""
     nb = json.loads(path.read_text())
@@ -162,20 +193,11 @@ def test_run_all_goes_on_with_the_browser_closed_and_lands_in_the_file(stack: St
     token = stack.token()
     name = f"run-all-{ending.split()[0]}.ipynb"
     path = stack.workspace / name
-    cells = [{"cell_type": "code", "id": f"cell-{i}", "metadata": {}, "source": code, "outputs": [],
-              "execution_count": None} for i, code in enumerate(RUN_ALL_CELLS, 1)]
-    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}, indent=1))
-    written = path.read_text()
-    # ?reset: this notebook alone, not the tabs an earlier test left in JupyterLab's saved workspace
-    notebook_url = stack.url().replace("/?token=", f"/lab/tree/{name}?reset&token=")
+    written = write_notebook(path, RUN_ALL_CELLS, "cell")
     try:
         first = browsers()
         with screenshot_on_failure(first, tmp_path / "run-all.png"):
-            first.get(notebook_url)
-            wait_for(lambda: len(css(first, ".jp-Notebook .jp-Cell")) == 5, 90, "the notebook's five cells")
-            wait_for(lambda: [s for s in api(stack.base_url, token, "/api/sessions") if s["path"] == name
-                              and s["kernel"]["execution_state"] == "idle"], 60, "the notebook's kernel, idle")
+            open_notebook(first, stack, token, name, 5)
             run_menu(first, "Run All Cells")
             wait_for(lambda: highest_line(cell_output(first, 2)) >= 2, 60, "cell 3 printing in the page")
             assert "cell 2 ran 42" in cell_output(first, 1)
@@ -203,14 +225,12 @@ def test_run_all_goes_on_with_the_browser_closed_and_lands_in_the_file(stack: St
         stack.wait_api(token, 60)
         second = browsers()
         with screenshot_on_failure(second, tmp_path / "run-all-again.png"):
-            second.get(notebook_url)
+            second.get(notebook_url(stack, name))
             wait_for(lambda: "cell 5 ran" in cell_output(second, 4), 60, "the outputs in a new browser session")
             assert "cell 3 line 19" in cell_output(second, 2) and "cell 1 ran" in cell_output(second, 0)
             second.get("about:blank")
     finally:
-        for session in api(stack.base_url, token, "/api/sessions"):
-            if session["path"] == name:
-                api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+        end_sessions(stack, token, name)
         path.unlink(missing_ok=True)
 
 
@@ -220,17 +240,11 @@ def test_run_all_with_the_browser_closed_at_once_runs_every_cell_into_the_file(s
     token = stack.token()
     name = "run-all-and-leave.ipynb"
     path = stack.workspace / name
-    cells = [{"cell_type": "code", "id": f"leave-{i}", "metadata": {}, "source": f"print('cell {i} ran')",
-              "outputs": [], "execution_count": None} for i in range(4)]
-    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}, indent=1))
+    write_notebook(path, [f"print('cell {i} ran')" for i in range(4)], "leave")
     try:
         page = browsers()
         with screenshot_on_failure(page, tmp_path / "run-all-and-leave.png"):
-            page.get(stack.url().replace("/?token=", f"/lab/tree/{name}?reset&token="))
-            wait_for(lambda: len(css(page, ".jp-Notebook .jp-Cell")) == 4, 90, "the notebook's four cells")
-            wait_for(lambda: [s for s in api(stack.base_url, token, "/api/sessions") if s["path"] == name
-                              and s["kernel"]["execution_state"] == "idle"], 60, "the notebook's kernel, idle")
+            open_notebook(page, stack, token, name, 4)
             stack.exec(*SUPERVISORCTL, "stop", "notebook-runner", check=False)  # (not running: said, not an error)
             run_menu(page, "Run All Cells")
         page.quit()
@@ -240,9 +254,7 @@ def test_run_all_with_the_browser_closed_at_once_runs_every_cell_into_the_file(s
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the file holds {file_outputs(path)}") from None
     finally:
-        for session in api(stack.base_url, token, "/api/sessions"):
-            if session["path"] == name:
-                api(stack.base_url, token, f"/api/sessions/{session['id']}", "DELETE")
+        end_sessions(stack, token, name)
         path.unlink(missing_ok=True)
 
 

@@ -3,8 +3,10 @@
 Kernels, their sessions (notebook paths), states and clients come from the running Jupyter server's
 REST API; each kernel's process comes from its record in the state volume; memory and CPU of the
 kernel and everything it started are read with psutil (PSS: shared pages split among the processes
-sharing them, so PSS adds up; RSS: what each one maps). Totals are set against the container's
-memory limit (its cgroup), or the host's memory when there is none.
+sharing them, so PSS adds up; RSS: what each one maps). What the processes hold in all is the cgroup's own count
+of their anonymous and shared memory (what no reclaim frees without swap): a sum of PSS read process by process misses
+what a child sharing its parent's pages (a kernel's checkpoint, forked) took with it as it exited. That is set against
+the container's memory limit (its cgroup), or the host's memory when there is none.
 """
 
 from __future__ import annotations
@@ -114,6 +116,19 @@ def memory_limit() -> tuple[int | None, int | None]:
     return None, None
 
 
+def held_memory() -> int | None:
+    """Bytes of anonymous and shared memory charged to the container's cgroup (v2: anon + shmem; v1: rss + shmem);
+    None where unknown."""
+    for stat, keys in (("/sys/fs/cgroup/memory.stat", ("anon", "shmem")),
+                       ("/sys/fs/cgroup/memory/memory.stat", ("rss", "shmem"))):
+        try:
+            values = dict(line.split() for line in Path(stat).read_text().splitlines())
+            return sum(int(values[key]) for key in keys)
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
+
+
 def _since(stamp: str | None) -> float | None:
     if not stamp:
         return None
@@ -183,12 +198,14 @@ def collect() -> dict:
         rows.append(row)
     used, limit = memory_limit()
     all_pss, all_rss = _memory(everything)
+    held = held_memory()
     return {
         "kernels": rows,
         "total": {
             "kernels_pss": sum(r["pss"] for r in rows),
             "kernels_rss": sum(r["rss"] for r in rows),
             "all_processes_pss": all_pss,
+            "held": all_pss if held is None else held,
             "container_usage": used,
             "limit": limit,
             "host_memory": psutil.virtual_memory().total,
@@ -239,10 +256,10 @@ def forget(kernel_id: str) -> str:
 
 
 def over_warning(total: dict) -> str | None:
-    """The 80 % warning: the container's processes (PSS) against its limit, or the host's memory."""
+    """The 80 % warning: what the container's processes hold against its limit, or the host's memory."""
     cap = total["limit"] or total["host_memory"]
     what = "NOTEBOOK_MEMORY_LIMIT" if total["limit"] else "the host's memory"
-    held = total["all_processes_pss"]
+    held = total["held"]
     if cap and held > WARN_FRACTION * cap:
         return (f"warning: the container's processes hold {mib(held)} of {mib(cap)} ({what}), over "
                 f"{WARN_FRACTION:.0%}. Stop kernels you do not need: notebookctl kernels stop ID|PATH, or "
@@ -269,10 +286,10 @@ def total_lines(total: dict) -> list[str]:
     cap = total["limit"] or total["host_memory"]
     against = (f"the {mib(cap)} limit (NOTEBOOK_MEMORY_LIMIT)" if total["limit"] else
                f"the host's {mib(cap)} (no NOTEBOOK_MEMORY_LIMIT)")
-    share = total["all_processes_pss"] / cap if cap else 0
+    share = total["held"] / cap if cap else 0
     lines = [f"total: kernels {mib(total['kernels_pss'])} PSS ({mib(total['kernels_rss'])} RSS); all processes "
-             f"{mib(total['all_processes_pss'])} PSS, {share:.0%} of {against}; cgroup "
-             f"{mib(total['container_usage'])} with page cache"]
+             f"{mib(total['all_processes_pss'])} PSS, holding {mib(total['held'])}, {share:.0%} of {against}; "
+             f"cgroup {mib(total['container_usage'])} with page cache"]
     if total.get("gpu_memory") is not None:
         lines.append(f"GPU memory of the container's processes: {mib(total['gpu_memory'])}")
     warning = over_warning(total)
