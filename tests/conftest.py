@@ -104,9 +104,26 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         remove_test_image()
 
 
+LOGGED = pytest.StashKey[list]()
+
+
+def show_logs_on_failure(item: pytest.Item, stack: Stack) -> None:
+    """The stack's last log lines go into the report of the test `item` if it fails (read while the stack runs)."""
+    item.stash.setdefault(LOGGED, []).append(stack)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call) -> Iterator[None]:
+    report = (yield).get_result()
+    if report.when == "call" and report.failed:
+        for stack in item.stash.get(LOGGED, []):
+            report.sections.append((f"logs of stack {stack.project}", stack.logs()[-8000:]))
+
+
 @pytest.fixture
-def make_stack(test_image, env_file, tmp_path) -> Iterator:
-    """Factory of extra stacks for one test; each is brought down with its volumes afterwards."""
+def make_stack(request, test_image, env_file, tmp_path) -> Iterator:
+    """Factory of extra stacks for one test, whose logs a failure shows; each is brought down with its volumes
+    afterwards."""
     made: list[Stack] = []
 
     def make(**variables) -> Stack:
@@ -115,6 +132,7 @@ def make_stack(test_image, env_file, tmp_path) -> Iterator:
         override = variables.pop("override", None)
         stack = Stack(workspace, variables.pop("NOTEBOOK_IMAGE", test_image), env_file, override, **variables)
         made.append(stack)
+        show_logs_on_failure(request.node, stack)
         return stack
 
     yield make

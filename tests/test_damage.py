@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from conftest import own_stack
+from conftest import own_stack, show_logs_on_failure
 from kernelclient import KernelConnection, api, start_kernel
 from stack import SUPERVISORCTL, TEST_GID, TEST_UID, Stack, wait_for
 
@@ -29,11 +29,11 @@ def damage_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def stack(damage_stack: Stack) -> Iterator[Stack]:
+def stack(request, damage_stack: Stack) -> Stack:
     damage_stack.wait_healthy()
     settled(damage_stack)
-    yield damage_stack
-    print(damage_stack.logs()[-6000:])  # shown by pytest when the test failed
+    show_logs_on_failure(request.node, damage_stack)
+    return damage_stack
 
 
 def settled(stack: Stack) -> None:

@@ -82,21 +82,38 @@ def container_time(stack: Stack) -> float:
     return float(stack.exec("date", "+%s.%N").stdout)
 
 
-def up_again(stack: Stack, token: str, event: str) -> None:
-    if event == "restart":
-        stack.compose("restart", timeout=180)
-    elif event == "recreate":
-        before = stack.container_id()
-        stack.compose("up", "-d", "--force-recreate", timeout=180)
-        assert stack.container_id() != before
-    elif event == "down + up":
-        stack.compose("down", timeout=180)
-        stack.up()
+def up_again(stack: Stack, token: str, event: str, log: Path) -> None:
+    """Restart, recreate or down + up the stack; the stopped container's log (gone with it when it is removed) is
+    written to `log`."""
+    with open(log, "w") as out:
+        follower = subprocess.Popen(["docker", "logs", "--follow", "--tail", "0", stack.container],
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            if event == "restart":
+                stack.compose("restart", timeout=180)
+            elif event == "recreate":
+                before = stack.container_id()
+                stack.compose("up", "-d", "--force-recreate", timeout=180)
+                assert stack.container_id() != before
+            elif event == "down + up":
+                stack.compose("down", timeout=180)
+                stack.up()
+        finally:
+            follower.terminate()
+            follower.wait(10)
     stack.wait_healthy()
     stack.wait_api(token)
 
 
-def test_kernels_come_back_through_restart_recreate_and_down_up(make_stack):
+def state_of(stack: Stack, kernel_id: str, log: Path) -> str:
+    """What a failure shows: the kernel's saved state as the container sees it, and the last stop's log."""
+    folder = stack.exec("sh", "-c", f"cd {STATE}/{kernel_id} && ls -la && cat checkpoint.json restored.json",
+                        check=False)
+    return f"state of {kernel_id}:\n{folder.stdout}{folder.stderr}\nthe stopped container's log:\n" \
+        f"{log.read_text()[-8000:]}"
+
+
+def test_kernels_come_back_through_restart_recreate_and_down_up(make_stack, tmp_path):
     """A JupyterLab and a VSCode session's kernels should come back under their ids, in their sessions, with every
     variable that can be saved, after restart, up --force-recreate and down + up; the first cell says what not."""
     stack: Stack = make_stack()
@@ -111,14 +128,15 @@ def test_kernels_come_back_through_restart_recreate_and_down_up(make_stack):
         assert kernel.execute("y = 5")["error"] is None
     before = sessions(stack, token)
     for event in ("restart", "recreate", "down + up"):
-        up_again(stack, token, event)
+        log = tmp_path / f"{event}.log"
+        up_again(stack, token, event, log)
         assert sessions(stack, token) == before, f"sessions changed through {event}"
         with KernelConnection(stack.base_url, token, lab["kernel"]["id"]) as kernel:
             first = kernel.execute(CHECK)
             again = kernel.execute("print(In[-1][:5], get_ipython().execution_count >= 3)")
-        assert first["stdout"] == EXPECTED, f"after {event}: {first}"
+        assert first["stdout"] == EXPECTED, f"after {event}: {first}\n{state_of(stack, lab['kernel']['id'], log)}"
         assert NOTICE in first["stderr"] and "saved when the container stopped" in first["stderr"], \
-            f"{first}\nlogs:\n{stack.logs()[-6000:]}"
+            f"{first}\n{state_of(stack, lab['kernel']['id'], log)}"
         if event == "restart":
             assert all(name in first["stderr"] for name in NOT_RESTORED), first["stderr"]
         else:  # those never came back, so they are not in the kernel to be saved again
@@ -240,7 +258,7 @@ def test_ten_kernels_one_unsaveable_one_damaged(make_stack):
     assert stack.exec("test", "-e", "/tmp/pwned", check=False).returncode != 0, "a tampered pickle was loaded"
 
 
-def test_the_size_limit_leaves_out_the_biggest(make_stack):
+def test_the_size_limit_leaves_out_the_biggest(make_stack, tmp_path):
     """Past KERNEL_STATE_LIMIT the biggest variable is left out and named; the rest comes back."""
     stack: Stack = make_stack(KERNEL_STATE_LIMIT="4m")
     stack.up()
@@ -249,7 +267,7 @@ def test_the_size_limit_leaves_out_the_biggest(make_stack):
     kernel_id = lab_session(stack, token, "limit.ipynb")["kernel"]["id"]
     with KernelConnection(stack.base_url, token, kernel_id) as kernel:
         assert kernel.execute("small = list(range(100))\nhuge = bytearray(6 << 20)")["error"] is None
-    up_again(stack, token, "restart")
+    up_again(stack, token, "restart", tmp_path / "restart.log")
     with KernelConnection(stack.base_url, token, kernel_id) as kernel:
         out = kernel.execute("print(len(small), 'huge' in globals())")
     assert out["stdout"] == "100 False\n", out

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import own_stack
+from conftest import own_stack, show_logs_on_failure
 from kernelclient import V1, KernelConnection, api
 from stack import TEST_GID, TEST_UID, Stack, wait_for
 
@@ -37,10 +37,10 @@ def runs_stack(test_image, env_file, tmp_path_factory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def stack(runs_stack: Stack) -> Iterator[Stack]:
+def stack(request, runs_stack: Stack) -> Stack:
     runs_stack.wait_healthy()
-    yield runs_stack
-    print(runs_stack.logs()[-6000:])  # shown by pytest when the test failed
+    show_logs_on_failure(request.node, runs_stack)
+    return runs_stack
 
 
 # --- helpers ----------------------------------------------------------------------------------

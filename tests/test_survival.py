@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from conftest import show_logs_on_failure
 from kernelclient import KernelConnection, across_a_drop, api, list_kernels
 from stack import SUPERVISORCTL, TEST_GID, TEST_UID, Stack, owned_folder, wait_for
 
@@ -35,10 +36,10 @@ def survivor(test_image, env_file, tmp_path_factory):
 
 
 @pytest.fixture
-def live(survivor: Stack):
+def live(request, survivor: Stack) -> Stack:
     survivor.wait_healthy()
-    yield survivor
-    print(survivor.logs()[-6000:])  # shown by pytest when the test failed
+    show_logs_on_failure(request.node, survivor)
+    return survivor
 
 
 def numbers(text: str) -> list[int]:
