@@ -498,6 +498,7 @@ class KernelState:
         self.execution_count = shell.execution_count
         self.wake = threading.Event()
         self.restored: set[str] = set()
+        self.exiting = False  # at_exit ran: no checkpoint is taken any more
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -584,14 +585,19 @@ class KernelState:
                 timeout = None
             self.wake.wait(timeout)
             self.wake.clear()
-            self._reap()
-            if self._due():
-                with self.cell_lock:  # waits while a cell runs
-                    self._fork_if_due()
+            self._turn()
+
+    def _turn(self) -> None:
+        """One turn of the checkpointer: the last checkpoint's child reaped, the next forked if due."""
+        self._reap()
+        if self._due():
+            with self.cell_lock:  # waits while a cell runs
+                self._fork_if_due()
 
     def _due(self) -> bool:
-        """A cell ended since the last checkpoint, none is being written, and the duty limit allows one now."""
-        return self.pending and not self.child and time.monotonic() >= self.next_allowed
+        """A cell ended since the last checkpoint, none is being written, the duty limit allows one now, and the
+        kernel is not exiting."""
+        return self.pending and not self.child and not self.exiting and time.monotonic() >= self.next_allowed
 
     def _fork_if_due(self) -> None:
         """A checkpoint, if one is due; called with cell_lock held (between cells)."""
@@ -672,7 +678,15 @@ class KernelState:
     # --- stop -------------------------------------------------------------------------------------
 
     def at_exit(self) -> None:
-        """The kernel ends: when the container is stopping and no cell was cut short, save everything now."""
+        """The kernel ends: no checkpoint is forked from now on; when the container is stopping and no cell was cut
+        short, save everything now.
+
+        The checkpointer thread runs on through the interpreter's exit, and IPython's own exit handler, which runs
+        after this one, empties the namespace name by name: a checkpoint deferred by the duty limit that fell due then
+        replaced the stop snapshot with what was left of it."""
+        if not self.running:  # (else this thread holds the lock: the cell was cut short)
+            self.cell_lock.acquire(timeout=10)  # a fork under way has set self.child by then; never released
+        self.exiting = True
         if not (self.config.at_stop and os.path.exists(self.config.stop_marker)):
             return
         if self.running:

@@ -191,3 +191,27 @@ def test_cells_sent_back_to_back_get_their_checkpoint_before_the_next(tmp_path):
     back: dict = {}
     manifest, _ = load(store, back)
     assert back == {"first": 40} and manifest.reason == "checkpoint"
+
+
+def test_no_checkpoint_is_taken_once_the_kernel_exits(tmp_path):
+    """IPython's own exit handler runs after the kernel's stop snapshot and empties the namespace name by name, while
+    the checkpointer thread runs on: a checkpoint that the duty limit had deferred and that fell due then replaced the
+    stop snapshot with what was left (CI: "restored 5 of 5 variables", or none, at the next start)."""
+    store = store_in(tmp_path)
+    (tmp_path / "stopping").touch()
+    shell = types.SimpleNamespace(execution_count=3, user_ns={"x": 41, "big": bytes(10)}, user_ns_hidden={},
+                                  history_manager=types.SimpleNamespace(input_hist_raw=["", "x = 41", "big = ..."]))
+    state = kernelstate.KernelState(shell, store.config)
+    state.pending = True  # the last cell's checkpoint, deferred by the duty limit
+    state.next_allowed = time.monotonic() + 3600
+    state.at_exit()
+    del shell.user_ns["big"]  # IPython's reset(), partway
+    state.next_allowed = 0.0  # ... when the deferred checkpoint falls due
+    turn = threading.Thread(target=state._turn, daemon=True)  # the checkpointer's turn
+    turn.start()
+    turn.join(10)
+    if state.child:
+        os.waitpid(state.child, 0)
+    back: dict = {}
+    manifest, _ = load(store, back)
+    assert manifest.reason == "stop" and back == {"x": 41, "big": bytes(10)}, (manifest.reason, back)
