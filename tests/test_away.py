@@ -21,10 +21,20 @@ def numbers(text: str) -> list[int]:
 
 
 def run_then_drop(stack: Stack, kernel: str, seconds: float) -> tuple[str, dict, str]:
-    """Client A runs the counting cell, reads its output for `seconds`, then drops: (msg_id, seen, session)."""
+    """Client A runs the counting cell, reads its output for `seconds` from its first line (which a loaded machine
+    may take seconds to print), then drops: (msg_id, seen, session)."""
     a = KernelConnection(stack.base_url, stack.token(), kernel)
     msg_id = a.submit(COUNT)
-    seen = a.follow(msg_id, seconds=seconds)
+    seen = {"stdout": "", "messages": []}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not seen["stdout"]:
+        part = a.follow(msg_id, seconds=0.2)
+        seen["stdout"] += part["stdout"]
+        seen["messages"] += part["messages"]
+    assert seen["stdout"], "the counting cell printed nothing in 60 s"
+    part = a.follow(msg_id, seconds=seconds)
+    seen["stdout"] += part["stdout"]
+    seen["messages"] += part["messages"]
     a.close()
     return msg_id, seen, a.session
 
