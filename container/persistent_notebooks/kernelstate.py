@@ -648,12 +648,17 @@ class KernelState:
         return code
 
     def _reap(self) -> None:
-        if not self.child:
+        child = self.child  # (at_exit, in the main thread, may end and reap it meanwhile)
+        if not child:
             return
-        pid, status = os.waitpid(self.child, os.WNOHANG)
+        try:
+            pid, status = os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            self.child = None
+            return
         if pid == 0:
             if time.monotonic() - self.child_started > CHILD_TIMEOUT:
-                os.kill(self.child, signal.SIGKILL)
+                os.kill(child, signal.SIGKILL)
             return
         took = time.monotonic() - self.child_started
         self.child = None
@@ -710,10 +715,11 @@ class KernelState:
             marker.unlink(missing_ok=True)
 
     def _end_child(self) -> None:
-        if self.child:
+        child = self.child  # (the checkpointer thread may reap it meanwhile)
+        if child:
             with contextlib.suppress(OSError):
-                os.kill(self.child, signal.SIGKILL)
-                os.waitpid(self.child, 0)
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
             self.child = None
 
     @staticmethod
